@@ -1,0 +1,240 @@
+// Package config holds Herald's one configuration struct, filled from HERALD_* environment
+// variables (and DATABASE_URL), with defaults and validation in one place. A secret may also be
+// given as NAME_FILE, the path of a file that holds it.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// TLSPolicy says how the SMTP relay connection is encrypted.
+type TLSPolicy string
+
+// TLS policies accepted in HERALD_SMTP_URL's tls parameter.
+const (
+	TLSMandatory     TLSPolicy = "mandatory"
+	TLSOpportunistic TLSPolicy = "opportunistic"
+	TLSNone          TLSPolicy = "none"
+)
+
+// SMTP is the parsed relay configuration from HERALD_SMTP_URL.
+type SMTP struct {
+	Host     string
+	Port     int
+	Username string
+	Password string
+	TLS      TLSPolicy
+	// ImplicitTLS is true for smtps:// URLs (TLS from the first byte, usually port 465).
+	ImplicitTLS bool
+}
+
+// Config is every setting Herald reads. See README.md for the environment variables.
+type Config struct {
+	DatabaseURL     string        // DATABASE_URL
+	Addr            string        // HERALD_ADDR: HTTP listen address
+	BaseURL         string        // HERALD_BASE_URL: public URL used in links
+	SMTPURL         string        // HERALD_SMTP_URL: smtp[s]://user:pass@host:port?tls=...
+	SMTP            SMTP          // parsed from SMTPURL
+	SMTPPoolSize    int           // HERALD_SMTP_POOL: pooled relay connections
+	SMTPTimeout     time.Duration // HERALD_SMTP_TIMEOUT: per dial and per command
+	HELO            string        // HERALD_HELO: name announced to the relay
+	MessageIDDomain string        // HERALD_MESSAGE_ID_DOMAIN: right-hand side of Message-IDs
+	Workers         int           // HERALD_WORKERS: concurrent send jobs per process
+	FetchCooldown   time.Duration // HERALD_FETCH_COOLDOWN: River's minimum pause between fetches
+	MaxAttempts     int           // HERALD_SEND_MAX_ATTEMPTS: deliveries tried before a message fails
+	RetryBase       time.Duration // HERALD_RETRY_BASE: first retry delay, doubled each attempt
+	RetryMax        time.Duration // HERALD_RETRY_MAX: retry delay cap
+	ShutdownTimeout time.Duration // HERALD_SHUTDOWN_TIMEOUT: how long SIGTERM waits for in-flight work
+	DevSMTPAddr     string        // HERALD_DEV_SMTP_ADDR: capture SMTP server of `herald dev`
+	LogLevel        string        // HERALD_LOG_LEVEL: debug, info, warn, error
+	LogFormat       string        // HERALD_LOG_FORMAT: text or json
+	MaxBodyBytes    int64         // HERALD_MAX_BODY_BYTES: JSON request body limit
+	MaxImportBytes  int64         // HERALD_MAX_IMPORT_BYTES: contact import body limit
+}
+
+// Default returns the configuration used when nothing is set: a local development setup.
+func Default() Config {
+	return Config{
+		Addr:            "127.0.0.1:8080",
+		BaseURL:         "http://127.0.0.1:8080",
+		SMTPURL:         "smtp://127.0.0.1:1025?tls=none",
+		SMTPPoolSize:    16,
+		SMTPTimeout:     30 * time.Second,
+		Workers:         64,
+		FetchCooldown:   20 * time.Millisecond,
+		MaxAttempts:     12,
+		RetryBase:       30 * time.Second,
+		RetryMax:        2 * time.Hour,
+		ShutdownTimeout: 30 * time.Second,
+		DevSMTPAddr:     "127.0.0.1:1025",
+		LogLevel:        "info",
+		LogFormat:       "text",
+		MaxBodyBytes:    1 << 20,
+		MaxImportBytes:  512 << 20,
+	}
+}
+
+// FromEnv reads the configuration from environment variables (via getenv, so tests can pass a
+// map), over the defaults, and validates it.
+func FromEnv(getenv func(string) string) (Config, error) {
+	c := Default()
+	var errs []error
+	str := func(name string, dst *string) {
+		if v, err := secret(getenv, name); err != nil {
+			errs = append(errs, err)
+		} else if v != "" {
+			*dst = v
+		}
+	}
+	integer := func(name string, dst *int) {
+		if v := getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				errs = append(errs, fmt.Errorf("%s: %q is not a positive integer", name, v))
+				return
+			}
+			*dst = n
+		}
+	}
+	bytes := func(name string, dst *int64) {
+		var n int
+		integer(name, &n)
+		if n > 0 {
+			*dst = int64(n)
+		}
+	}
+	dur := func(name string, dst *time.Duration) {
+		if v := getenv(name); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				errs = append(errs, fmt.Errorf("%s: %q is not a positive duration such as 30s", name, v))
+				return
+			}
+			*dst = d
+		}
+	}
+	str("DATABASE_URL", &c.DatabaseURL)
+	str("HERALD_ADDR", &c.Addr)
+	str("HERALD_BASE_URL", &c.BaseURL)
+	str("HERALD_SMTP_URL", &c.SMTPURL)
+	integer("HERALD_SMTP_POOL", &c.SMTPPoolSize)
+	dur("HERALD_SMTP_TIMEOUT", &c.SMTPTimeout)
+	str("HERALD_HELO", &c.HELO)
+	str("HERALD_MESSAGE_ID_DOMAIN", &c.MessageIDDomain)
+	integer("HERALD_WORKERS", &c.Workers)
+	dur("HERALD_FETCH_COOLDOWN", &c.FetchCooldown)
+	integer("HERALD_SEND_MAX_ATTEMPTS", &c.MaxAttempts)
+	dur("HERALD_RETRY_BASE", &c.RetryBase)
+	dur("HERALD_RETRY_MAX", &c.RetryMax)
+	dur("HERALD_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout)
+	str("HERALD_DEV_SMTP_ADDR", &c.DevSMTPAddr)
+	str("HERALD_LOG_LEVEL", &c.LogLevel)
+	str("HERALD_LOG_FORMAT", &c.LogFormat)
+	bytes("HERALD_MAX_BODY_BYTES", &c.MaxBodyBytes)
+	bytes("HERALD_MAX_IMPORT_BYTES", &c.MaxImportBytes)
+	if len(errs) > 0 {
+		return c, errors.Join(errs...)
+	}
+	return c, c.Validate()
+}
+
+// Validate checks the settings and fills derived fields (SMTP, MessageIDDomain, HELO).
+func (c *Config) Validate() error {
+	if c.DatabaseURL == "" {
+		return errors.New("DATABASE_URL is not set (e.g. postgres://user@localhost/herald)")
+	}
+	u, err := url.Parse(c.BaseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("HERALD_BASE_URL: %q is not an http(s) URL", c.BaseURL)
+	}
+	c.BaseURL = strings.TrimRight(c.BaseURL, "/")
+	smtp, err := ParseSMTPURL(c.SMTPURL)
+	if err != nil {
+		return fmt.Errorf("HERALD_SMTP_URL: %w", err)
+	}
+	c.SMTP = smtp
+	if c.MessageIDDomain == "" {
+		c.MessageIDDomain = u.Hostname()
+	}
+	if c.HELO == "" {
+		c.HELO = u.Hostname()
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("HERALD_LOG_LEVEL: %q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("HERALD_LOG_FORMAT: %q is not text or json", c.LogFormat)
+	}
+	if c.RetryMax < c.RetryBase {
+		return errors.New("HERALD_RETRY_MAX must not be below HERALD_RETRY_BASE")
+	}
+	return nil
+}
+
+// ParseSMTPURL parses smtp://user:pass@host:port?tls=mandatory|opportunistic|none (or smtps://).
+func ParseSMTPURL(raw string) (SMTP, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return SMTP{}, fmt.Errorf("not a URL: %w", err)
+	}
+	s := SMTP{Host: u.Hostname(), TLS: TLSMandatory}
+	switch u.Scheme {
+	case "smtp":
+		s.Port = 587
+	case "smtps":
+		s.Port, s.ImplicitTLS = 465, true
+	default:
+		return SMTP{}, fmt.Errorf("scheme %q: want smtp or smtps", u.Scheme)
+	}
+	if s.Host == "" {
+		return SMTP{}, errors.New("no host")
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 || n > 65535 {
+			return SMTP{}, fmt.Errorf("port %q is not valid", p)
+		}
+		s.Port = n
+	}
+	if u.User != nil {
+		s.Username = u.User.Username()
+		s.Password, _ = u.User.Password()
+	}
+	for k := range u.Query() {
+		if k != "tls" {
+			return SMTP{}, fmt.Errorf("unknown parameter %q (only tls)", k)
+		}
+	}
+	if t := u.Query().Get("tls"); t != "" {
+		switch TLSPolicy(t) {
+		case TLSMandatory, TLSOpportunistic, TLSNone:
+			s.TLS = TLSPolicy(t)
+		default:
+			return SMTP{}, fmt.Errorf("tls=%q: want mandatory, opportunistic or none", t)
+		}
+	}
+	if s.ImplicitTLS && s.TLS == TLSNone {
+		return SMTP{}, errors.New("smtps:// cannot have tls=none")
+	}
+	return s, nil
+}
+
+// secret reads NAME, or the file named by NAME_FILE.
+func secret(getenv func(string) string, name string) (string, error) {
+	if path := getenv(name + "_FILE"); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("%s_FILE: %w", name, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return getenv(name), nil
+}

@@ -1,0 +1,104 @@
+package workspace
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"herald/internal/db"
+)
+
+// Scopes an API key may hold.
+const (
+	ScopeMessagesSend   = "messages:send"
+	ScopeContactsWrite  = "contacts:write"
+	ScopeCampaignsWrite = "campaigns:write"
+	ScopeAdmin          = "admin"
+)
+
+// AllScopes lists every scope, for validation and help text.
+var AllScopes = []string{ScopeMessagesSend, ScopeContactsWrite, ScopeCampaignsWrite, ScopeAdmin}
+
+// keyPrefix starts every key, so leaked keys are easy to recognise by secret scanners.
+const keyPrefix = "hrld_"
+
+// ErrBadKey is returned by Authenticate for a missing, unknown, malformed or revoked key.
+var ErrBadKey = errors.New("invalid API key")
+
+// Principal is what an authenticated request acts as.
+type Principal struct {
+	WorkspaceID   int64
+	WorkspaceName string
+	KeyID         int64
+	Scopes        []string
+}
+
+// Has reports whether the principal holds scope (admin holds every scope).
+func (p Principal) Has(scope string) bool {
+	return slices.Contains(p.Scopes, scope) || slices.Contains(p.Scopes, ScopeAdmin)
+}
+
+// ParseScopes splits a comma-separated scope list and checks each name.
+func ParseScopes(s string) ([]string, error) {
+	var out []string
+	for _, sc := range strings.Split(s, ",") {
+		sc = strings.TrimSpace(sc)
+		if sc == "" {
+			continue
+		}
+		if !slices.Contains(AllScopes, sc) {
+			return nil, fmt.Errorf("unknown scope %q (known: %s)", sc, strings.Join(AllScopes, ", "))
+		}
+		if !slices.Contains(out, sc) {
+			out = append(out, sc)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no scopes given (known: %s)", strings.Join(AllScopes, ", "))
+	}
+	return out, nil
+}
+
+// CreateKey makes a new random key for the workspace and returns it in clear. Only its SHA-256
+// is stored: the key cannot be shown again.
+func CreateKey(ctx context.Context, q db.Querier, workspaceID int64, scopes []string) (string, error) {
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", fmt.Errorf("create key: %w", err)
+	}
+	key := keyPrefix + base64.RawURLEncoding.EncodeToString(raw)
+	sum := sha256.Sum256([]byte(key))
+	_, err := q.Exec(ctx, `INSERT INTO api_keys (workspace_id, prefix, hash, scopes) VALUES ($1, $2, $3, $4)`,
+		workspaceID, key[:len(keyPrefix)+6], sum[:], scopes)
+	if err != nil {
+		return "", fmt.Errorf("create key: %w", err)
+	}
+	return key, nil
+}
+
+// Authenticate looks the key up by its hash and returns its principal.
+func Authenticate(ctx context.Context, q db.Querier, key string) (Principal, error) {
+	if !strings.HasPrefix(key, keyPrefix) || len(key) > 128 {
+		return Principal{}, ErrBadKey
+	}
+	sum := sha256.Sum256([]byte(key))
+	var p Principal
+	err := q.QueryRow(ctx, `
+		SELECT k.id, k.workspace_id, w.name, k.scopes
+		FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id
+		WHERE k.hash = $1 AND k.revoked_at IS NULL`, sum[:]).Scan(&p.KeyID, &p.WorkspaceID, &p.WorkspaceName, &p.Scopes)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Principal{}, ErrBadKey
+	}
+	if err != nil {
+		return Principal{}, fmt.Errorf("authenticate: %w", err)
+	}
+	return p, nil
+}
