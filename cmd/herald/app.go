@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/riverqueue/river"
+
+	"herald/internal/config"
+	"herald/internal/db"
+	"herald/internal/queue"
+	"herald/internal/smtpcapture"
+	"herald/mailer"
+	"herald/migrations"
+)
+
+type mode int
+
+const (
+	modeServe mode = iota // HTTP API only
+	modeWork              // River workers (and ops endpoints)
+	modeDev               // both, plus a capture SMTP server and a demo workspace
+)
+
+// app holds what a running process wires together; nothing of it is global.
+type app struct {
+	cfg     config.Config
+	logger  *slog.Logger
+	pool    *pgxpool.Pool
+	river   *river.Client[pgx.Tx]
+	reg     *prometheus.Registry
+	metrics *mailer.Metrics
+	relay   *mailer.Relay
+	capture *smtpcapture.Server
+	mode    mode
+}
+
+func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string, m mode) error {
+	name := map[mode]string{modeServe: "serve", modeWork: "work", modeDev: "dev"}[m]
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "", "HTTP listen address (overrides HERALD_ADDR)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, logger, err := setup(getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if *addr != "" {
+		cfg.Addr = *addr
+	}
+	a, err := newApp(ctx, cfg, logger, m)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	return a.run(ctx)
+}
+
+func newApp(ctx context.Context, cfg config.Config, logger *slog.Logger, m mode) (*app, error) {
+	a := &app{cfg: cfg, logger: logger, mode: m, reg: prometheus.NewRegistry()}
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	pool, err := db.Open(ctx, cfg.DatabaseURL, int32(cfg.Workers+20))
+	if err != nil {
+		return nil, err
+	}
+	a.pool = pool
+	if err := migrations.CheckCurrent(ctx, pool); err != nil {
+		a.close()
+		return nil, err
+	}
+	a.metrics = mailer.NewMetrics(a.reg)
+	a.reg.MustRegister(queue.NewDepthCollector(pool, logger))
+
+	if m == modeDev {
+		a.capture, err = smtpcapture.Start(smtpcapture.Options{Addr: cfg.DevSMTPAddr, Logger: logger})
+		if err != nil {
+			a.close()
+			return nil, fmt.Errorf("capture SMTP server on %s: %w", cfg.DevSMTPAddr, err)
+		}
+	}
+	opts := queue.Options{Logger: logger, FetchCooldown: cfg.FetchCooldown}
+	if m != modeServe {
+		a.relay, err = mailer.NewRelay(mailer.RelayOptions{SMTP: cfg.SMTP, HELO: cfg.HELO, Timeout: cfg.SMTPTimeout,
+			Size: cfg.SMTPPoolSize, Logger: logger})
+		if err != nil {
+			a.close()
+			return nil, err
+		}
+		workers := river.NewWorkers()
+		river.AddWorker(workers, &mailer.SendWorker{DB: pool, Relay: a.relay, Metrics: a.metrics, Logger: logger,
+			RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, SMTPTimeout: cfg.SMTPTimeout})
+		opts.Workers = workers
+		opts.Queues = map[string]river.QueueConfig{mailer.QueueTransactional: {MaxWorkers: cfg.Workers}}
+	}
+	a.river, err = queue.New(pool, opts)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// run serves HTTP and works jobs until ctx ends, then drains: the HTTP server stops taking
+// requests and finishes those in flight, River finishes the jobs it is working (up to
+// HERALD_SHUTDOWN_TIMEOUT, then cancels them so they are retried), connections close.
+func (a *app) run(ctx context.Context) error {
+	if a.mode != modeServe {
+		queue.CountOutcomes(ctx, a.river, a.reg)
+		if err := a.river.Start(ctx); err != nil {
+			return fmt.Errorf("start workers: %w", err)
+		}
+	}
+	ln, err := net.Listen("tcp", a.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", a.cfg.Addr, err)
+	}
+	srv := &http.Server{
+		Handler:           a.router(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       5 * time.Minute, // contact imports stream large bodies
+		WriteTimeout:      5 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	a.logger.Info("herald started", "mode", map[mode]string{modeServe: "serve", modeWork: "work", modeDev: "dev"}[a.mode],
+		"addr", ln.Addr().String())
+	if a.mode == modeDev {
+		if err := a.announceDev(ctx, ln.Addr().String()); err != nil {
+			return err
+		}
+	}
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	a.logger.Info("shutting down: draining requests and in-flight jobs", "timeout", a.cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		a.logger.Warn("http shutdown", "err", err)
+	}
+	if a.mode != modeServe {
+		if err := a.river.Stop(sctx); err != nil {
+			a.logger.Warn("jobs still running at shutdown timeout; cancelling them (they will be retried)", "err", err)
+			cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer ccancel()
+			if err := a.river.StopAndCancel(cctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				a.logger.Warn("stop workers", "err", err)
+			}
+		}
+	}
+	a.logger.Info("stopped")
+	return nil
+}
+
+func (a *app) close() {
+	if a.relay != nil {
+		a.relay.Close()
+	}
+	if a.capture != nil {
+		_ = a.capture.Close()
+	}
+	if a.pool != nil {
+		a.pool.Close()
+	}
+}
+
+// announceDev creates the demo workspace and a key, and prints how to use them.
+func (a *app) announceDev(ctx context.Context, addr string) error {
+	key, err := demoKey(ctx, a.pool)
+	if err != nil {
+		return err
+	}
+	base := "http://" + addr
+	fmt.Fprintf(os.Stdout, `
+Herald is running (dev mode).
+  API:            %[1]s/v1        (workspace "demo", key below, all scopes)
+  Captured mail:  %[1]s/dev/outbox   (SMTP capture server on %[3]s)
+  Metrics:        %[1]s/metrics
+  Health:         %[1]s/healthz  %[1]s/readyz
+  API key:        %[2]s
+
+Try:
+  curl -s %[1]s/v1/messages -H 'Authorization: Bearer %[2]s' -H 'Idempotency-Key: hello-1' \
+    -H 'Content-Type: application/json' \
+    -d '{"from":"Demo <demo@example.com>","to":"you@example.com","subject":"Hello","text":"It works."}'
+
+`, base, key, a.cfg.DevSMTPAddr)
+	return nil
+}

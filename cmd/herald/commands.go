@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"herald/internal/config"
+	"herald/internal/db"
+	"herald/internal/workspace"
+	"herald/migrations"
+)
+
+// setup reads the configuration and builds the logger every command uses.
+func setup(getenv func(string) string, stderr io.Writer) (config.Config, *slog.Logger, error) {
+	cfg, err := config.FromEnv(getenv)
+	if err != nil {
+		return cfg, nil, err
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(stderr, opts)
+	if cfg.LogFormat == "json" {
+		h = slog.NewJSONHandler(stderr, opts)
+	}
+	return cfg, slog.New(h), nil
+}
+
+func cmdMigrate(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, logger, err := setup(getenv, stderr)
+	if err != nil {
+		return err
+	}
+	pool, err := db.Open(ctx, cfg.DatabaseURL, 4)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	applied, err := migrations.Migrate(ctx, pool, logger)
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		logger.Info("schema is up to date")
+	}
+	return nil
+}
+
+func cmdKeys(ctx context.Context, args []string, stdout *os.File, stderr io.Writer, getenv func(string) string) error {
+	if len(args) == 0 || args[0] != "create" {
+		return errors.New("usage: herald keys create --workspace NAME --scopes s1,s2")
+	}
+	fs := flag.NewFlagSet("keys create", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	name := fs.String("workspace", "", "workspace name (created if new)")
+	scopes := fs.String("scopes", "", "comma-separated scopes: messages:send, contacts:write, campaigns:write, admin")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *name == "" {
+		return errors.New("--workspace is required")
+	}
+	sc, err := workspace.ParseScopes(*scopes)
+	if err != nil {
+		return err
+	}
+	if err := workspace.ValidName(*name); err != nil {
+		return err
+	}
+	cfg, _, err := setup(getenv, stderr)
+	if err != nil {
+		return err
+	}
+	pool, err := db.Open(ctx, cfg.DatabaseURL, 2)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := migrations.CheckCurrent(ctx, pool); err != nil {
+		return err
+	}
+	ws, err := workspace.Ensure(ctx, pool, *name)
+	if err != nil {
+		return err
+	}
+	key, err := workspace.CreateKey(ctx, pool, ws.ID, sc)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, key)
+	return err
+}

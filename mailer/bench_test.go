@@ -1,0 +1,176 @@
+package mailer_test
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"herald/internal/smtpcapture"
+)
+
+// benchSink records when each message (identified by its subject, "m<N>") reached SMTP.
+type benchSink struct {
+	mu      sync.Mutex
+	arrived map[int]time.Time
+	n       atomic.Int64
+	done    chan struct{}
+	want    int64
+}
+
+func newBenchSink(want int) *benchSink {
+	return &benchSink{arrived: make(map[int]time.Time, want), done: make(chan struct{}), want: int64(want)}
+}
+
+func (s *benchSink) hook(m *smtpcapture.Message) error {
+	now := time.Now()
+	i, err := strconv.Atoi(m.Subject[1:])
+	if err != nil || i < 0 || int64(i) >= s.want {
+		return nil // warm-up traffic
+	}
+	s.mu.Lock()
+	s.arrived[i] = now
+	s.mu.Unlock()
+	if s.n.Add(1) == s.want {
+		close(s.done)
+	}
+	return nil
+}
+
+func benchBody(i int) []byte {
+	return fmt.Appendf(nil, `{"from":"Acme <billing@acme.example>","to":"user%d@example.com","subject":"m%d","html":"<p>Hello user %d, here is your receipt.</p><table><tr><td>Item</td><td>9.99</td></tr></table>","text":"Hello user %d, here is your receipt. Item 9.99"}`, i, i, i, i)
+}
+
+func (b *bundle) post(client *http.Client, key string, i int) (time.Duration, error) {
+	req, _ := http.NewRequest("POST", b.api.URL+"/v1/messages", bytes.NewReader(benchBody(i)))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", "bench-"+strconv.Itoa(i))
+	start := time.Now()
+	res, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusAccepted {
+		return 0, fmt.Errorf("status %d", res.StatusCode)
+	}
+	return time.Since(start), nil
+}
+
+func pct(d []time.Duration, p float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
+
+// BenchmarkTransactionalThroughput posts messages through the HTTP API as fast as 32 clients can
+// and measures how many per second reach the in-process SMTP server.
+func BenchmarkTransactionalThroughput(bm *testing.B) {
+	const n = 10000
+	sink := newBenchSink(n)
+	b := setup(bm, setupOpts{dataHook: sink.hook, keep: -1, workers: 64, poolSize: 16, cooldown: 20 * time.Millisecond})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	bm.ResetTimer()
+	start := time.Now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				if _, err := b.post(client, b.keyA, i); err != nil {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	accepted := time.Since(start)
+	select {
+	case <-sink.done:
+	case <-time.After(5 * time.Minute):
+		bm.Fatalf("only %d of %d messages reached SMTP", sink.n.Load(), n)
+	}
+	total := time.Since(start)
+	bm.StopTimer()
+	if failed.Load() > 0 {
+		bm.Fatalf("%d requests failed", failed.Load())
+	}
+	rate := float64(n) / total.Seconds()
+	bm.ReportMetric(rate, "msgs/s")
+	bm.ReportMetric(float64(n)/accepted.Seconds(), "accepted/s")
+	fmt.Printf("transactional throughput: %d messages API->SMTP in %s = %.0f messages/s (API accepted all in %s = %.0f req/s)\n",
+		n, total.Round(time.Millisecond), rate, accepted.Round(time.Millisecond), float64(n)/accepted.Seconds())
+}
+
+// BenchmarkTransactionalLatency sends at a fixed 500 requests/s (open loop: each request starts
+// on schedule whatever the earlier ones are doing) and reports API latency and the time from the
+// API's acceptance to SMTP hand-off, p50 and p99.
+func BenchmarkTransactionalLatency(bm *testing.B) {
+	const (
+		rate     = 500
+		duration = 10 * time.Second
+		n        = int(rate * duration / time.Second)
+	)
+	sink := newBenchSink(n)
+	b := setup(bm, setupOpts{dataHook: sink.hook, keep: -1, workers: 64, poolSize: 16, cooldown: 20 * time.Millisecond})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	// Warm up connections and the database.
+	for i := range 50 {
+		if _, err := b.post(client, b.keyB, n+1+i); err != nil {
+			bm.Fatal(err)
+		}
+	}
+	apiLat := make([]time.Duration, n)
+	acceptedAt := make([]time.Time, n)
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	bm.ResetTimer()
+	start := time.Now()
+	for i := range n {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / rate)))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, err := b.post(client, b.keyA, i)
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			apiLat[i], acceptedAt[i] = d, time.Now()
+		}()
+	}
+	wg.Wait()
+	select {
+	case <-sink.done:
+	case <-time.After(2 * time.Minute):
+		bm.Fatalf("only %d of %d messages reached SMTP", sink.n.Load(), n)
+	}
+	bm.StopTimer()
+	if failed.Load() > 0 {
+		bm.Fatalf("%d requests failed", failed.Load())
+	}
+	toSMTP := make([]time.Duration, 0, n)
+	sink.mu.Lock()
+	for i := range n {
+		// Measured from the client's receipt of the 202, so it slightly understates; the API
+		// latency above bounds the difference.
+		toSMTP = append(toSMTP, sink.arrived[i].Sub(acceptedAt[i]))
+	}
+	sink.mu.Unlock()
+	bm.ReportMetric(float64(pct(apiLat, .50).Microseconds())/1000, "api-p50-ms")
+	bm.ReportMetric(float64(pct(apiLat, .99).Microseconds())/1000, "api-p99-ms")
+	bm.ReportMetric(float64(pct(toSMTP, .50).Microseconds())/1000, "smtp-p50-ms")
+	bm.ReportMetric(float64(pct(toSMTP, .99).Microseconds())/1000, "smtp-p99-ms")
+	fmt.Printf("transactional latency at %d req/s for %s (%d messages): API p50 %s p99 %s; accept->SMTP p50 %s p99 %s\n",
+		rate, duration, n, pct(apiLat, .50).Round(10*time.Microsecond), pct(apiLat, .99).Round(10*time.Microsecond),
+		pct(toSMTP, .50).Round(10*time.Microsecond), pct(toSMTP, .99).Round(10*time.Microsecond))
+}

@@ -1,0 +1,213 @@
+package mailer_test
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/riverqueue/river"
+
+	"herald/internal/config"
+	"herald/internal/dbtest"
+	"herald/internal/queue"
+	"herald/internal/smtpcapture"
+	"herald/internal/workspace"
+	"herald/mailer"
+)
+
+// bundle is what a mailer test works with: a database of its own, a capture SMTP server whose
+// answers the test scripts, River workers, and the HTTP API with two workspaces' keys.
+type bundle struct {
+	pool    *pgxpool.Pool
+	smtp    *smtpcapture.Server
+	api     *httptest.Server
+	metrics *mailer.Metrics
+	river   *river.Client[pgx.Tx]
+	keyA    string // workspace "a", messages:send
+	keyB    string // workspace "b", messages:send
+	wsA     int64
+}
+
+type setupOpts struct {
+	dataHook    func(m *smtpcapture.Message) error
+	rcptHook    func(rcpt string) error
+	maxAttempts int
+	noWorkers   bool
+	workers     int           // River MaxWorkers (default 4)
+	poolSize    int           // relay connections (default 4)
+	cooldown    time.Duration // River FetchCooldown (default 5ms)
+	keep        int           // capture server's Keep
+}
+
+func setup(t testing.TB, o setupOpts) *bundle {
+	t.Helper()
+	ctx := context.Background()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("HERALD_TEST_LOG") != "" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	b := &bundle{pool: dbtest.NewPool(t)}
+	var err error
+	b.smtp, err = smtpcapture.Start(smtpcapture.Options{Addr: "127.0.0.1:0", DataHook: o.dataHook, RcptHook: o.rcptHook, Keep: o.keep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.smtp.Close() })
+	relay, err := mailer.NewRelay(mailer.RelayOptions{
+		SMTP: config.SMTP{Host: "127.0.0.1", Port: b.smtp.Port(), TLS: config.TLSNone},
+		HELO: "test.local", Timeout: 5 * time.Second, Size: cmp.Or(o.poolSize, 4), Logger: logger,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(relay.Close)
+	b.metrics = mailer.NewMetrics(prometheus.NewRegistry())
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &mailer.SendWorker{DB: b.pool, Relay: relay, Metrics: b.metrics, Logger: logger,
+		RetryBase: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond, SMTPTimeout: 5 * time.Second})
+	qo := queue.Options{Logger: logger, FetchCooldown: cmp.Or(o.cooldown, 5*time.Millisecond)}
+	if !o.noWorkers {
+		qo.Workers = workers
+		qo.Queues = map[string]river.QueueConfig{mailer.QueueTransactional: {MaxWorkers: cmp.Or(o.workers, 4)}}
+	}
+	b.river, err = queue.New(b.pool, qo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.noWorkers {
+		if err := b.river.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = b.river.Stop(sctx)
+		})
+	}
+	if o.maxAttempts == 0 {
+		o.maxAttempts = 5
+	}
+	h := &mailer.Handler{DB: b.pool, River: b.river, Logger: logger, Metrics: b.metrics,
+		MaxBodyBytes: 1 << 20, MaxAttempts: o.maxAttempts, MessageIDDomain: "herald.test"}
+	r := chi.NewRouter()
+	r.Route("/v1", func(r chi.Router) {
+		r.Use(workspace.Auth(b.pool, logger))
+		h.Routes(r)
+	})
+	b.api = httptest.NewServer(r)
+	t.Cleanup(b.api.Close)
+
+	b.keyA, b.wsA = newKey(t, b.pool, "a", workspace.ScopeMessagesSend)
+	b.keyB, _ = newKey(t, b.pool, "b", workspace.ScopeMessagesSend)
+	return b
+}
+
+func newKey(t testing.TB, pool *pgxpool.Pool, ws string, scopes ...string) (string, int64) {
+	t.Helper()
+	w, err := workspace.Ensure(context.Background(), pool, ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := workspace.CreateKey(context.Background(), pool, w.ID, scopes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, w.ID
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+func (b *bundle) do(t *testing.T, method, path, key, idem string, body string) response {
+	t.Helper()
+	req, err := http.NewRequest(method, b.api.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if idem != "" {
+		req.Header.Set("Idempotency-Key", idem)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	out := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
+	_ = json.Unmarshal(raw, &out.body)
+	return out
+}
+
+func (b *bundle) send(t *testing.T, key, idem string, body string) string {
+	t.Helper()
+	res := b.do(t, "POST", "/v1/messages", key, idem, body)
+	if res.status != http.StatusAccepted {
+		t.Fatalf("POST /v1/messages: %d %s", res.status, res.raw)
+	}
+	return res.body["id"].(string)
+}
+
+// waitStatus polls GET /v1/messages/{id} until the message reaches status.
+func (b *bundle) waitStatus(t *testing.T, key, id, status string) response {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		res := b.do(t, "GET", "/v1/messages/"+id, key, "", "")
+		if res.status == http.StatusOK && res.body["status"] == status {
+			return res
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("message %s did not reach %q: %d %s", id, status, res.status, res.raw)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (b *bundle) count(t *testing.T, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := b.pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func history(res response) []string {
+	var out []string
+	hist, _ := res.body["history"].([]any)
+	for _, h := range hist {
+		out = append(out, h.(map[string]any)["status"].(string))
+	}
+	return out
+}
+
+func mustJSON(v any) string {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+	return buf.String()
+}
