@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5"
@@ -153,12 +154,8 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	hist, err := EventList(r.Context(), h.DB, p.WorkspaceID, id)
-	if err != nil {
-		return err
-	}
 	v := messageView{ID: m.ID, Status: m.Status, StatusReason: m.StatusReason, Stream: m.Stream, To: m.To,
-		From: m.From, Subject: m.Subject, MessageID: m.MessageID, CreatedAt: m.CreatedAt.UTC().Format(timeFormat), History: hist}
+		From: m.From, Subject: m.Subject, MessageID: m.MessageID, CreatedAt: m.CreatedAt.UTC().Format(timeFormat), History: m.History}
 	if m.SentAt != nil {
 		s := m.SentAt.UTC().Format(timeFormat)
 		v.SentAt = &s
@@ -169,11 +166,14 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) error {
 
 const timeFormat = "2006-01-02T15:04:05.000000Z07:00"
 
-// newUUID returns a random (version 4) UUID.
+// newUUID returns a version 7 UUID (RFC 9562): 48 bits of Unix milliseconds, then 74 random
+// bits. Time order keeps primary-key inserts at the right edge of the index instead of scattered.
 func newUUID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
+	ms := uint64(time.Now().UnixMilli())
+	b[0], b[1], b[2], b[3], b[4], b[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
+	b[6] = b[6]&0x0f | 0x70
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }

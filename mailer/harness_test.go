@@ -21,6 +21,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"herald/internal/config"
+	"herald/internal/db"
 	"herald/internal/dbtest"
 	"herald/internal/queue"
 	"herald/internal/smtpcapture"
@@ -59,8 +60,12 @@ func setup(t testing.TB, o setupOpts) *bundle {
 	if os.Getenv("HERALD_TEST_LOG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	b := &bundle{pool: dbtest.NewPool(t)}
-	var err error
+	pool, err := db.Open(ctx, dbtest.NewDB(t), int32(cmp.Or(o.workers, 4)+20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	b := &bundle{pool: pool}
 	b.smtp, err = smtpcapture.Start(smtpcapture.Options{Addr: "127.0.0.1:0", DataHook: o.dataHook, RcptHook: o.rcptHook, Keep: o.keep})
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +109,7 @@ func setup(t testing.TB, o setupOpts) *bundle {
 		MaxBodyBytes: 1 << 20, MaxAttempts: o.maxAttempts, MessageIDDomain: "herald.test"}
 	r := chi.NewRouter()
 	r.Route("/v1", func(r chi.Router) {
-		r.Use(workspace.Auth(b.pool, logger))
+		r.Use((&workspace.Authenticator{DB: b.pool, TTL: 5 * time.Second}).Middleware(logger))
 		h.Routes(r)
 	})
 	b.api = httptest.NewServer(r)
@@ -193,6 +198,22 @@ func (b *bundle) count(t *testing.T, sql string, args ...any) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// waitCount polls sql until it counts want rows.
+func (b *bundle) waitCount(t *testing.T, want int, sql string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		n := b.count(t, sql, args...)
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %d, want %d", sql, n, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func history(res response) []string {

@@ -46,6 +46,7 @@ type Message struct {
 	MessageID    string
 	Status       string
 	StatusReason string
+	History      []Event
 	CreatedAt    time.Time
 	SentAt       *time.Time
 }
@@ -61,26 +62,29 @@ type Event struct {
 }
 
 const messageColumns = `id::text, workspace_id, stream, contact_id, to_address, to_name, from_address, from_name,
-	reply_to, subject, html_body, text_body, headers, message_id, status, status_reason, created_at, sent_at`
+	reply_to, subject, html_body, text_body, headers, message_id, status, status_reason, history, created_at, sent_at`
 
 func scanMessage(row pgx.Row) (Message, error) {
 	var m Message
-	var headers []byte
+	var headers, history []byte
 	err := row.Scan(&m.ID, &m.WorkspaceID, &m.Stream, &m.ContactID, &m.To, &m.ToName, &m.From, &m.FromName,
 		&m.ReplyTo, &m.Subject, &m.HTML, &m.Text, &headers, &m.MessageID, &m.Status, &m.StatusReason,
-		&m.CreatedAt, &m.SentAt)
+		&history, &m.CreatedAt, &m.SentAt)
 	if err != nil {
 		return m, err
 	}
 	if err := json.Unmarshal(headers, &m.Headers); err != nil {
 		return m, fmt.Errorf("decode headers: %w", err)
 	}
+	if err := json.Unmarshal(history, &m.History); err != nil {
+		return m, fmt.Errorf("decode history: %w", err)
+	}
 	return m, nil
 }
 
-// MessageInsert stores a new queued message with its first history event. When idemKey is set
-// and the workspace already has a message under that key, nothing is written and existing reports
-// the earlier message's id and request hash.
+// MessageInsert stores a new queued message. When idemKey is set and the workspace already has a
+// message under that key, nothing is written and existing reports the earlier message's id and
+// request hash.
 func MessageInsert(ctx context.Context, tx pgx.Tx, m *Message, idemKey string, reqHash []byte) (existing *IdempotentHit, err error) {
 	headers, err := json.Marshal(m.Headers)
 	if err != nil {
@@ -89,8 +93,9 @@ func MessageInsert(ctx context.Context, tx pgx.Tx, m *Message, idemKey string, r
 	var created time.Time
 	err = tx.QueryRow(ctx, `
 		INSERT INTO messages (id, workspace_id, stream, contact_id, to_address, to_name, from_address, from_name,
-			reply_to, subject, html_body, text_body, headers, message_id, status, idempotency_key, request_hash)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'queued', NULLIF($15, ''), $16)
+			reply_to, subject, html_body, text_body, headers, message_id, status, history, idempotency_key, request_hash)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'queued',
+			jsonb_build_array(jsonb_build_object('status', 'queued', 'at', now())), NULLIF($15, ''), $16)
 		ON CONFLICT (workspace_id, idempotency_key) DO NOTHING
 		RETURNING created_at`,
 		m.ID, m.WorkspaceID, m.Stream, m.ContactID, m.To, m.ToName, m.From, m.FromName, m.ReplyTo, m.Subject,
@@ -108,9 +113,6 @@ func MessageInsert(ctx context.Context, tx pgx.Tx, m *Message, idemKey string, r
 		return nil, fmt.Errorf("insert message: %w", err)
 	}
 	m.Status, m.CreatedAt = StatusQueued, created
-	if err := EventInsert(ctx, tx, m.ID, m.WorkspaceID, Event{Status: StatusQueued}); err != nil {
-		return nil, err
-	}
 	return nil, nil
 }
 
@@ -132,56 +134,36 @@ func MessageGet(ctx context.Context, q db.Querier, workspaceID int64, id string)
 	return m, nil
 }
 
-// messageLockForSend reads a message and locks its row for the rest of the transaction, so two
-// deliveries of the same message can never overlap.
-func messageLockForSend(ctx context.Context, tx pgx.Tx, id string) (Message, error) {
-	m, err := scanMessage(tx.QueryRow(ctx, `SELECT `+messageColumns+` FROM messages WHERE id = $1 FOR UPDATE`, id))
-	if err != nil {
-		return m, fmt.Errorf("lock message: %w", err)
-	}
-	return m, nil
-}
+// setStatusSQL changes a message's status and appends the change to its history, in one
+// statement, unless the message's status is one of $7. It returns the message.
+const setStatusSQL = `
+	UPDATE messages SET status = $2, status_reason = $3, updated_at = now(),
+		sent_at = CASE WHEN $2 = 'sent' THEN now() ELSE sent_at END,
+		history = history || jsonb_strip_nulls(jsonb_build_object('status', $2::text, 'attempt', $4::int,
+			'smtp_code', $5::int, 'enhanced_code', NULLIF($6::text, ''), 'detail', NULLIF($3::text, ''), 'at', now()))
+	WHERE id = $1 AND NOT (status = ANY ($7::text[]))
+	RETURNING ` + messageColumns
 
-// MessageSetStatus changes a message's status and appends the matching history event.
-func MessageSetStatus(ctx context.Context, tx pgx.Tx, m *Message, ev Event) error {
-	_, err := tx.Exec(ctx, `
-		UPDATE messages SET status = $2, status_reason = $3, updated_at = now(),
-			sent_at = CASE WHEN $2 = 'sent' THEN now() ELSE sent_at END
-		WHERE id = $1`, m.ID, ev.Status, ev.Detail)
+// MessageSetStatus changes a message's status and appends the change to its history.
+func MessageSetStatus(ctx context.Context, q db.Querier, m *Message, ev Event) error {
+	updated, err := scanMessage(q.QueryRow(ctx, setStatusSQL, m.ID, ev.Status, ev.Detail, ev.Attempt, ev.SMTPCode, ev.EnhancedCode, []string{}))
 	if err != nil {
 		return fmt.Errorf("set message status: %w", err)
 	}
-	m.Status, m.StatusReason = ev.Status, ev.Detail
-	return EventInsert(ctx, tx, m.ID, m.WorkspaceID, ev)
-}
-
-// EventInsert appends one history event.
-func EventInsert(ctx context.Context, q db.Querier, messageID string, workspaceID int64, ev Event) error {
-	_, err := q.Exec(ctx, `
-		INSERT INTO message_events (message_id, workspace_id, status, attempt, smtp_code, enhanced_code, detail)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		messageID, workspaceID, ev.Status, ev.Attempt, ev.SMTPCode, ev.EnhancedCode, ev.Detail)
-	if err != nil {
-		return fmt.Errorf("insert message event: %w", err)
-	}
+	*m = updated
 	return nil
 }
 
-// EventList returns a message's history, oldest first.
-func EventList(ctx context.Context, q db.Querier, workspaceID int64, messageID string) ([]Event, error) {
-	rows, err := q.Query(ctx, `
-		SELECT status, attempt, smtp_code, enhanced_code, detail, occurred_at
-		FROM message_events WHERE workspace_id = $1 AND message_id = $2 ORDER BY id`, workspaceID, messageID)
-	if err != nil {
-		return nil, fmt.Errorf("list message events: %w", err)
+// messageMarkSending moves a message to "sending" and returns it, unless it is gone or has
+// reached a final status (then ok is false, and it must not be sent).
+func messageMarkSending(ctx context.Context, q db.Querier, id string, attempt int) (m Message, ok bool, err error) {
+	m, err = scanMessage(q.QueryRow(ctx, setStatusSQL, id, StatusSending, "", attempt, nil, "",
+		[]string{StatusSent, StatusFailed, StatusSuppressed}))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return m, false, nil
 	}
-	evs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Event, error) {
-		var e Event
-		err := r.Scan(&e.Status, &e.Attempt, &e.SMTPCode, &e.EnhancedCode, &e.Detail, &e.At)
-		return e, err
-	})
 	if err != nil {
-		return nil, fmt.Errorf("list message events: %w", err)
+		return m, false, fmt.Errorf("mark message sending: %w", err)
 	}
-	return evs, nil
+	return m, true, nil
 }

@@ -75,9 +75,7 @@ func TestSendEndToEnd(t *testing.T) {
 	if code := hist[2].(map[string]any)["smtp_code"]; code != float64(250) {
 		t.Errorf("sent event smtp_code = %v", code)
 	}
-	if n := b.count(t, "SELECT count(*) FROM river_job WHERE kind = 'mailer.send' AND state = 'completed'"); n != 1 {
-		t.Errorf("completed send jobs = %d", n)
-	}
+	b.waitCount(t, 1, "SELECT count(*) FROM river_job WHERE kind = 'mailer.send' AND state = 'completed'")
 }
 
 func TestIdempotency(t *testing.T) {
@@ -200,9 +198,7 @@ func TestRetriesExhausted(t *testing.T) {
 	if n := b.count(t, "SELECT count(*) FROM suppressions"); n != 0 {
 		t.Errorf("temporary failures suppressed the address")
 	}
-	if n := b.count(t, "SELECT count(*) FROM river_job WHERE state = 'completed'"); n != 1 {
-		t.Errorf("job not completed after giving up")
-	}
+	b.waitCount(t, 1, "SELECT count(*) FROM river_job WHERE state = 'completed'")
 }
 
 func TestHardBounceSuppresses(t *testing.T) {
@@ -240,7 +236,7 @@ func TestHardBounceSuppresses(t *testing.T) {
 	if b.smtp.Attempts() != attempts {
 		t.Errorf("suppressed message reached SMTP")
 	}
-	if got := strings.Join(history(res), ","); got != "queued,suppressed" {
+	if got := strings.Join(history(res), ","); got != "queued,sending,suppressed" {
 		t.Errorf("history = %s", got)
 	}
 	inB := b.send(t, b.keyB, "3", `{"from":"b@b.example","to":"gone@example.com","subject":"s","text":"t"}`)

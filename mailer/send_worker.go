@@ -2,7 +2,6 @@ package mailer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -13,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"herald/consent"
 )
@@ -89,47 +87,33 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 	return w.record(rctx, job, &m, res, sendErr)
 }
 
-// prepare locks the message, asks consent.Decide and marks it sending. proceed is false when
-// there is nothing to send (already final, gone, or suppressed, which it records).
+// prepare marks the message sending, asks consent.Decide and records a refusal. proceed is false
+// when there is nothing to send: the message is gone, final already, or suppressed now. No
+// transaction is held: each step is one statement, and a final message is never moved back, so a
+// duplicate or rescued job cannot send it again.
 func (w *SendWorker) prepare(ctx context.Context, job *river.Job[SendArgs]) (m Message, proceed bool, err error) {
-	err = pgx.BeginFunc(ctx, w.DB, func(tx pgx.Tx) error {
-		var err error
-		m, err = messageLockForSend(ctx, tx, job.Args.MessageID)
-		if errors.Is(err, pgx.ErrNoRows) {
-			w.Logger.WarnContext(ctx, "message to send no longer exists", "message_id", job.Args.MessageID)
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		switch m.Status {
-		case StatusSent, StatusFailed, StatusSuppressed:
-			return nil
-		}
-		d, err := consent.Decide(ctx, tx, consent.Request{
-			WorkspaceID: m.WorkspaceID, ContactID: m.ContactID, Address: m.To, Stream: m.Stream,
-		})
-		if err != nil {
-			return err
-		}
-		if !d.Allowed {
-			if err := MessageSetStatus(ctx, tx, &m, Event{Status: StatusSuppressed, Attempt: job.Attempt, Detail: d.Reason}); err != nil {
-				return err
-			}
-			if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
-				return fmt.Errorf("complete job: %w", err)
-			}
-			w.Metrics.Messages.WithLabelValues(m.Stream, StatusSuppressed).Inc()
-			w.Logger.InfoContext(ctx, "message suppressed", "message_id", m.ID, "workspace_id", m.WorkspaceID, "reason", d.Reason)
-			return nil
-		}
-		proceed = true
-		return MessageSetStatus(ctx, tx, &m, Event{Status: StatusSending, Attempt: job.Attempt})
+	m, ok, err := messageMarkSending(ctx, w.DB, job.Args.MessageID, job.Attempt)
+	if err != nil || !ok {
+		return m, false, err
+	}
+	// Decide reads the suppression list (and, for marketing, the ledger) now, after the message
+	// is claimed and immediately before the hand-off: a later change cannot be missed by an
+	// earlier read.
+	d, err := consent.Decide(ctx, w.DB, consent.Request{
+		WorkspaceID: m.WorkspaceID, ContactID: m.ContactID, Address: m.To, Stream: m.Stream,
 	})
 	if err != nil {
-		return m, false, fmt.Errorf("prepare send %s: %w", job.Args.MessageID, err)
+		return m, false, fmt.Errorf("prepare send %s: %w", m.ID, err)
 	}
-	return m, proceed, nil
+	if !d.Allowed {
+		if err := MessageSetStatus(ctx, w.DB, &m, Event{Status: StatusSuppressed, Attempt: job.Attempt, Detail: d.Reason}); err != nil {
+			return m, false, fmt.Errorf("prepare send %s: %w", m.ID, err)
+		}
+		w.Metrics.Messages.WithLabelValues(m.Stream, StatusSuppressed).Inc()
+		w.Logger.InfoContext(ctx, "message suppressed", "message_id", m.ID, "workspace_id", m.WorkspaceID, "reason", d.Reason)
+		return m, false, nil
+	}
+	return m, true, nil
 }
 
 var enhancedRE = regexp.MustCompile(`\b[245]\.\d{1,3}\.\d{1,3}\b`)
@@ -156,24 +140,23 @@ func (w *SendWorker) record(ctx context.Context, job *river.Job[SendArgs], m *Me
 		ev.Status = StatusFailed
 	}
 	hardBounce := ev.Status == StatusFailed && !res.Temporary && strings.HasPrefix(res.Enhanced, "5.1.")
-	err := pgx.BeginFunc(ctx, w.DB, func(tx pgx.Tx) error {
-		if err := MessageSetStatus(ctx, tx, m, ev); err != nil {
-			return err
-		}
-		if hardBounce {
-			if _, err := consent.Suppress(ctx, tx, consent.Suppression{
-				WorkspaceID: m.WorkspaceID, Address: m.To, Reason: consent.ReasonHardBounce,
-				Detail: res.Reply, MessageID: &m.ID,
-			}); err != nil {
+	// The outcome is recorded before River completes the job: should the process die between the
+	// two, the job runs again, finds the message final, and sends nothing.
+	var err error
+	if hardBounce {
+		err = pgx.BeginFunc(ctx, w.DB, func(tx pgx.Tx) error {
+			if err := MessageSetStatus(ctx, tx, m, ev); err != nil {
 				return err
 			}
-		}
-		if retry {
-			return nil
-		}
-		_, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)
-		return err
-	})
+			_, err := consent.Suppress(ctx, tx, consent.Suppression{
+				WorkspaceID: m.WorkspaceID, Address: m.To, Reason: consent.ReasonHardBounce,
+				Detail: res.Reply, MessageID: &m.ID,
+			})
+			return err
+		})
+	} else {
+		err = MessageSetStatus(ctx, w.DB, m, ev)
+	}
 	if err != nil {
 		return fmt.Errorf("record outcome of %s: %w", m.ID, err)
 	}

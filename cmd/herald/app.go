@@ -83,7 +83,7 @@ func newApp(ctx context.Context, cfg config.Config, logger *slog.Logger, m mode)
 		return nil, err
 	}
 	a.metrics = mailer.NewMetrics(a.reg)
-	a.reg.MustRegister(queue.NewDepthCollector(pool, logger))
+	a.reg.MustRegister(queue.NewDepthCollector(pool, logger, mailer.QueueTransactional))
 
 	if m == modeDev {
 		a.capture, err = smtpcapture.Start(smtpcapture.Options{Addr: cfg.DevSMTPAddr, Logger: logger})

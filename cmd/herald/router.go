@@ -49,7 +49,7 @@ func (a *app) router() http.Handler {
 		cts := &contacts.Handler{DB: a.pool, Logger: a.logger, MaxBodyBytes: a.cfg.MaxBodyBytes, MaxImportBytes: a.cfg.MaxImportBytes}
 		tpls := &templates.Handler{DB: a.pool, Logger: a.logger, MaxBodyBytes: a.cfg.MaxBodyBytes}
 		r.Route("/v1", func(r chi.Router) {
-			r.Use(workspace.Auth(a.pool, a.logger))
+			r.Use((&workspace.Authenticator{DB: a.pool, TTL: a.cfg.KeyCacheTTL}).Middleware(a.logger))
 			msgs.Routes(r)
 			cts.Routes(r)
 			tpls.Routes(r)

@@ -56,6 +56,7 @@ type Config struct {
 	LogFormat       string        // HERALD_LOG_FORMAT: text or json
 	MaxBodyBytes    int64         // HERALD_MAX_BODY_BYTES: JSON request body limit
 	MaxImportBytes  int64         // HERALD_MAX_IMPORT_BYTES: contact import body limit
+	KeyCacheTTL     time.Duration // HERALD_KEY_CACHE_TTL: how long a checked API key is trusted
 }
 
 // Default returns the configuration used when nothing is set: a local development setup.
@@ -77,6 +78,7 @@ func Default() Config {
 		LogFormat:       "text",
 		MaxBodyBytes:    1 << 20,
 		MaxImportBytes:  512 << 20,
+		KeyCacheTTL:     5 * time.Second,
 	}
 }
 
@@ -138,6 +140,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	str("HERALD_LOG_FORMAT", &c.LogFormat)
 	bytes("HERALD_MAX_BODY_BYTES", &c.MaxBodyBytes)
 	bytes("HERALD_MAX_IMPORT_BYTES", &c.MaxImportBytes)
+	dur("HERALD_KEY_CACHE_TTL", &c.KeyCacheTTL)
 	if len(errs) > 0 {
 		return c, errors.Join(errs...)
 	}

@@ -128,7 +128,6 @@ func ensureTemplate(ctx context.Context, admin *pgx.Conn, base string) (string, 
 	return name, nil
 }
 
-
 func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)

@@ -14,7 +14,7 @@ import (
 // Options configures New.
 type Options struct {
 	Logger        *slog.Logger
-	Workers       *river.Workers           // nil: an insert-only client (the API process)
+	Workers       *river.Workers // nil: an insert-only client (the API process)
 	Queues        map[string]river.QueueConfig
 	FetchCooldown time.Duration
 	ID            string

@@ -17,12 +17,16 @@ import (
 type depthCollector struct {
 	db     *pgxpool.Pool
 	logger *slog.Logger
+	queues []string
 	desc   *prometheus.Desc
 }
 
-// NewDepthCollector returns a collector of herald_queue_jobs{queue,state}.
-func NewDepthCollector(db *pgxpool.Pool, logger *slog.Logger) prometheus.Collector {
-	return &depthCollector{db: db, logger: logger, desc: prometheus.NewDesc("herald_queue_jobs",
+var depthStates = []string{"available", "scheduled", "retryable", "running"}
+
+// NewDepthCollector returns a collector of herald_queue_jobs{queue,state}. The named queues are
+// always reported, with zeros when empty, so dashboards and alerts see a series at all times.
+func NewDepthCollector(db *pgxpool.Pool, logger *slog.Logger, queues ...string) prometheus.Collector {
+	return &depthCollector{db: db, logger: logger, queues: queues, desc: prometheus.NewDesc("herald_queue_jobs",
 		"River jobs not yet finished, by queue and state (available, scheduled, retryable, running).",
 		[]string{"queue", "state"}, nil)}
 }
@@ -40,14 +44,24 @@ func (c *depthCollector) Collect(ch chan<- prometheus.Metric) {
 		c.logger.Warn("queue depth metric", "err", err)
 		return
 	}
+	counts := map[[2]string]int64{}
+	for _, q := range c.queues {
+		for _, s := range depthStates {
+			counts[[2]string{q, s}] = 0
+		}
+	}
 	var queue, state string
 	var n int64
 	_, err = pgx.ForEachRow(rows, []any{&queue, &state, &n}, func() error {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), queue, state)
+		counts[[2]string{queue, state}] = n
 		return nil
 	})
 	if err != nil {
 		c.logger.Warn("queue depth metric", "err", err)
+		return
+	}
+	for k, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), k[0], k[1])
 	}
 }
 

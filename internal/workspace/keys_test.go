@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"herald/internal/dbtest"
 	"herald/internal/workspace"
@@ -71,5 +72,40 @@ func TestParseScopes(t *testing.T) {
 		if (err == nil) != tc.ok || strings.Join(got, ",") != tc.want {
 			t.Errorf("ParseScopes(%q) = %v, %v", tc.in, got, err)
 		}
+	}
+}
+
+func TestAuthenticatorCache(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := dbtest.NewPool(t)
+	w, _ := workspace.Ensure(ctx, pool, "acme")
+	key, err := workspace.CreateKey(ctx, pool, w.ID, []string{workspace.ScopeAdmin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &workspace.Authenticator{DB: pool, TTL: 300 * time.Millisecond}
+	if p, err := a.Authenticate(ctx, key); err != nil || p.WorkspaceID != w.ID {
+		t.Fatalf("first: %+v %v", p, err)
+	}
+	if _, err := a.Authenticate(ctx, key+"x"); !errors.Is(err, workspace.ErrBadKey) {
+		t.Fatalf("unknown key: %v", err)
+	}
+	if _, err := pool.Exec(ctx, "UPDATE api_keys SET revoked_at = now()"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Authenticate(ctx, key); err != nil {
+		t.Fatalf("within TTL the cached principal is used: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := a.Authenticate(ctx, key)
+		if errors.Is(err, workspace.ErrBadKey) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("revoked key still accepted after the TTL")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

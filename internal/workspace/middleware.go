@@ -33,8 +33,15 @@ func WithPrincipal(ctx context.Context, p Principal) context.Context {
 	return context.WithValue(ctx, ctxKey{}, p)
 }
 
-// Auth authenticates `Authorization: Bearer KEY` and stores the principal in the request context.
+// Auth authenticates `Authorization: Bearer KEY` against the database on every request and stores
+// the principal in the request context.
 func Auth(q db.Querier, logger *slog.Logger) func(http.Handler) http.Handler {
+	return (&Authenticator{DB: q}).Middleware(logger)
+}
+
+// Middleware authenticates `Authorization: Bearer KEY` and stores the principal in the request
+// context.
+func (a *Authenticator) Middleware(logger *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			scheme, key, ok := strings.Cut(r.Header.Get("Authorization"), " ")
@@ -43,7 +50,7 @@ func Auth(q db.Querier, logger *slog.Logger) func(http.Handler) http.Handler {
 				httpx.WriteError(w, r, logger, httpx.NewProblem(http.StatusUnauthorized, "an API key is required: Authorization: Bearer KEY"))
 				return
 			}
-			p, err := Authenticate(r.Context(), q, strings.TrimSpace(key))
+			p, err := a.Authenticate(r.Context(), strings.TrimSpace(key))
 			if errors.Is(err, ErrBadKey) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="herald", error="invalid_token"`)
 				httpx.WriteError(w, r, logger, httpx.NewProblem(http.StatusUnauthorized, "the API key is not valid"))
