@@ -1,11 +1,17 @@
 package mailer_test
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertest"
+
 	"herald/internal/workspace"
+	"herald/mailer"
 )
 
 func TestSendBadInput(t *testing.T) {
@@ -101,5 +107,19 @@ func TestMessagesAreIsolatedByWorkspace(t *testing.T) {
 	}
 	if res := b.do(t, "GET", "/v1/messages/"+id, "", "", ""); res.status != http.StatusUnauthorized {
 		t.Errorf("GET without key: %d", res.status)
+	}
+}
+
+func TestSendEnqueuesOneJobForTheMessage(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{noWorkers: true, maxAttempts: 7})
+	id := b.send(t, b.keyA, "k", `{"from":"a@acme.example","to":"x@example.com","subject":"s","text":"t"}`)
+	job := rivertest.RequireInserted(context.Background(), t, riverpgxv5.New(b.pool), &mailer.SendArgs{},
+		&rivertest.RequireInsertedOpts{Queue: mailer.QueueTransactional, MaxAttempts: 7})
+	if job.Args.MessageID != id {
+		t.Fatalf("job for %s, want %s", job.Args.MessageID, id)
+	}
+	if got := testutil.ToFloat64(b.metrics.Accepted.WithLabelValues("transactional")); got != 1 {
+		t.Errorf("herald_messages_accepted_total = %v", got)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"herald/internal/smtpcapture"
 )
@@ -76,6 +77,12 @@ func TestSendEndToEnd(t *testing.T) {
 		t.Errorf("sent event smtp_code = %v", code)
 	}
 	b.waitCount(t, 1, "SELECT count(*) FROM river_job WHERE kind = 'mailer.send' AND state = 'completed'")
+	if got := testutil.ToFloat64(b.metrics.Messages.WithLabelValues("transactional", "sent")); got != 1 {
+		t.Errorf(`herald_messages_total{outcome="sent"} = %v`, got)
+	}
+	if got := testutil.CollectAndCount(b.metrics.SendDuration); got != 1 {
+		t.Errorf("herald_smtp_send_duration_seconds series = %d", got)
+	}
 }
 
 func TestIdempotency(t *testing.T) {
@@ -238,6 +245,11 @@ func TestHardBounceSuppresses(t *testing.T) {
 	}
 	if got := strings.Join(history(res), ","); got != "queued,sending,suppressed" {
 		t.Errorf("history = %s", got)
+	}
+	for outcome, want := range map[string]float64{"failed": 2, "suppressed": 1, "sent": 0} {
+		if got := testutil.ToFloat64(b.metrics.Messages.WithLabelValues("transactional", outcome)); got != want {
+			t.Errorf("herald_messages_total{outcome=%q} = %v, want %v", outcome, got, want)
+		}
 	}
 	inB := b.send(t, b.keyB, "3", `{"from":"b@b.example","to":"gone@example.com","subject":"s","text":"t"}`)
 	b.waitStatus(t, b.keyB, inB, "failed") // b has its own list: it tries, and bounces itself

@@ -32,7 +32,7 @@ const (
 )
 
 // createAttempts bounds retries when concurrent saves of one name race for a version number.
-const createAttempts = 5
+const createAttempts = 10
 
 // ErrBusy is returned by Create when concurrent saves of the same name kept winning the race.
 var ErrBusy = errors.New("the template is being saved concurrently; try again")

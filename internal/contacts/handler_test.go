@@ -11,6 +11,7 @@ import (
 
 	"herald/internal/contacts"
 	"herald/internal/db"
+	"herald/internal/httpx"
 )
 
 func decodeContact(tb testing.TB, body []byte) contacts.Contact {
@@ -194,4 +195,27 @@ func TestPutHostile(t *testing.T) {
 	requireProblem(t, resp, body, http.StatusForbidden, "")
 	resp, body = b.do(t, http.MethodGet, "/v1/contacts/h1", "", "", nil)
 	requireProblem(t, resp, body, http.StatusUnauthorized, "")
+}
+
+func TestUpsertDirect(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	in := contacts.Input{ExternalID: "go-1", Email: "Go@Example.com",
+		Attributes: map[string]any{"n": 3, "when": "2026-01-02", "list": []int{1, 2}}}
+	c, created, err := contacts.Upsert(b.ctx, b.pool, b.wsA, in)
+	if err != nil || !created || c.Email != "Go@example.com" || c.Attributes["n"] != json.Number("3") {
+		t.Fatalf("Upsert = %+v, %v, %v", c, created, err)
+	}
+	if _, created, err = contacts.Upsert(b.ctx, b.pool, b.wsA, in); err != nil || created {
+		t.Fatalf("second Upsert: created %v, %v", created, err)
+	}
+	// Go values that encode to something jsonb refuses are caught before the database sees them.
+	in.Attributes = map[string]any{"s": struct{ A string }{"\x00"}}
+	var p *httpx.Problem
+	if _, _, err := contacts.Upsert(b.ctx, b.pool, b.wsA, in); !errors.As(err, &p) || p.Field != "attributes" {
+		t.Fatalf("Upsert with NUL attribute: %v", err)
+	}
+	// "import" is a valid id for GET and PUT; only POST is the import.
+	resp, body := b.do(t, http.MethodGet, "/v1/contacts/import", b.keyA, "", nil)
+	requireProblem(t, resp, body, http.StatusNotFound, "")
 }

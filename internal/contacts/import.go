@@ -105,6 +105,10 @@ func Import(ctx context.Context, b Beginner, workspaceID int64, format Format, r
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
 
+	// The de-duplicating sort of a large import would spill to disk at the default work_mem.
+	if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '64MB'`); err != nil {
+		return ImportReport{}, fmt.Errorf("import contacts: set work_mem: %w", err)
+	}
 	if _, err := tx.Exec(ctx, contactImportStage); err != nil {
 		return ImportReport{}, fmt.Errorf("import contacts: create staging table: %w", err)
 	}

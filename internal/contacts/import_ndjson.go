@@ -10,10 +10,14 @@ import (
 	"strings"
 )
 
-// ndjsonLine is one NDJSON row: the PUT body plus the external id.
+// ndjsonLine is one NDJSON row: the PUT body's fields plus the external id.
 type ndjsonLine struct {
-	ExternalID string `json:"external_id"`
-	putBody
+	ExternalID string          `json:"external_id"`
+	Email      string          `json:"email"`
+	Name       string          `json:"name"`
+	Locale     string          `json:"locale"`
+	Timezone   string          `json:"timezone"`
+	Attributes json.RawMessage `json:"attributes"`
 }
 
 // ndjsonRows reads one JSON object per line. Blank lines are skipped but still numbered; a line

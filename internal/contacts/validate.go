@@ -213,14 +213,19 @@ func encodeAttributes(m map[string]any) ([]byte, *fieldError) {
 	if len(b) > maxAttrBytes {
 		return nil, invalid(field, fmt.Sprintf("must be at most %d bytes of JSON", maxAttrBytes))
 	}
-	// Re-read what will be stored: PostgreSQL's jsonb refuses \u0000 and numbers beyond its range.
-	var v any
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	if err := dec.Decode(&v); err != nil {
-		return nil, invalid(field, "must be a JSON object")
+	// PostgreSQL's jsonb refuses \u0000 and numbers beyond its range. A map decoded from JSON is
+	// checked as it is; one holding other Go values is checked as it will be stored.
+	ok, exact := storable(m)
+	if !exact {
+		var v any
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber()
+		if err := dec.Decode(&v); err != nil {
+			return nil, invalid(field, "must be a JSON object")
+		}
+		ok, _ = storable(v)
 	}
-	if !storable(v) {
+	if !ok {
 		return nil, invalid(field, "must not contain NUL characters or out-of-range numbers")
 	}
 	return b, nil
@@ -235,26 +240,38 @@ func printableKey(k string) bool {
 	return utf8.ValidString(k)
 }
 
-// storable reports whether jsonb accepts v: no NUL in strings or keys, finite numbers.
-func storable(v any) bool {
+// storable reports whether jsonb accepts v: no NUL in strings or keys, numbers within float64
+// range. exact is false when v holds values other than those encoding/json decodes into, which
+// storable cannot judge before they are encoded.
+func storable(v any) (ok, exact bool) {
 	switch v := v.(type) {
+	case nil, bool, float64:
+		return true, true
 	case string:
-		return !strings.ContainsRune(v, 0)
+		return !strings.ContainsRune(v, 0), true
 	case json.Number:
 		_, err := strconv.ParseFloat(string(v), 64) // ErrRange beyond ±1.8e308
-		return err == nil
+		return err == nil, true
 	case []any:
+		exact = true
 		for _, e := range v {
-			if !storable(e) {
-				return false
+			ok, ex := storable(e)
+			if !ok {
+				return false, true
 			}
+			exact = exact && ex
 		}
+		return true, exact
 	case map[string]any:
+		exact = true
 		for k, e := range v {
-			if strings.ContainsRune(k, 0) || !storable(e) {
-				return false
+			ok, ex := storable(e)
+			if strings.ContainsRune(k, 0) || !ok {
+				return false, true
 			}
+			exact = exact && ex
 		}
+		return true, exact
 	}
-	return true
+	return true, false
 }

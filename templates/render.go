@@ -1,0 +1,151 @@
+package templates
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	htmltemplate "html/template"
+	"io"
+	"strings"
+	texttemplate "text/template"
+
+	"github.com/k3a/html2text"
+)
+
+// Compiled is a template parsed and checked once, ready to render many times (a campaign renders
+// one version for every recipient). It is safe for concurrent use.
+type Compiled struct {
+	subject *texttemplate.Template
+	html    *htmltemplate.Template // nil when the version has no HTML part
+	text    *texttemplate.Template // nil when the text part is generated from the HTML
+}
+
+// Compile parses and checks every part of t. Problems are returned as *PartError.
+func Compile(t Template) (*Compiled, error) {
+	var c Compiled
+	var err error
+	if c.subject, err = parseText("subject", t.Subject); err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(t.Text) != "" {
+		if c.text, err = parseText("text", t.Text); err != nil {
+			return nil, err
+		}
+	}
+	if strings.TrimSpace(t.HTML) != "" {
+		if c.html, err = parseHTML(t.HTML); err != nil {
+			return nil, err
+		}
+	}
+	if c.html == nil && c.text == nil {
+		return nil, &PartError{Part: "html", Err: errors.New("html or text is required")}
+	}
+	return &c, nil
+}
+
+func parseText(part, src string) (*texttemplate.Template, error) {
+	t, err := texttemplate.New(part).Option("missingkey=error").Funcs(funcs()).Parse(src)
+	if err != nil {
+		return nil, &PartError{Part: part, Err: err}
+	}
+	if err := checkTree(part, t.Tree, len(t.Templates())); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func parseHTML(src string) (*htmltemplate.Template, error) {
+	t, err := htmltemplate.New("html").Option("missingkey=error").Funcs(htmltemplate.FuncMap(funcs())).Parse(src)
+	if err != nil {
+		return nil, &PartError{Part: "html", Err: err}
+	}
+	if err := checkTree("html", t.Tree, len(t.Templates())); err != nil {
+		return nil, err
+	}
+	// html/template escapes contextually on the first execution and reports there what it cannot
+	// escape (an unclosed attribute, an action in an attribute name). Run it once without data to
+	// surface those now; with nil data the first field lookup stops execution at once.
+	var escErr *htmltemplate.Error
+	if err := t.Execute(io.Discard, nil); errors.As(err, &escErr) {
+		return nil, &PartError{Part: "html", Err: err}
+	}
+	return t, nil
+}
+
+// Render compiles t and executes it with data; see Compiled.Render.
+func Render(t Template, data map[string]any) (Rendered, error) {
+	c, err := Compile(t)
+	if err != nil {
+		return Rendered{}, err
+	}
+	return c.Render(data)
+}
+
+// Render executes the template with data. The subject must come out on one line
+// (ErrSubjectLineBreak), the HTML is sanitised, and a missing text part is generated from the
+// sanitised HTML. Errors are *PartError naming the part.
+func (c *Compiled) Render(data map[string]any) (Rendered, error) {
+	data = normalizeMap(data)
+	var out Rendered
+	var err error
+	if out.Subject, err = execute("subject", c.subject, data); err != nil {
+		return Rendered{}, err
+	}
+	if strings.ContainsAny(out.Subject, "\r\n") {
+		return Rendered{}, &PartError{Part: "subject", Err: ErrSubjectLineBreak}
+	}
+	out.Subject = strings.TrimSpace(out.Subject)
+	if c.html != nil {
+		html, err := execute("html", c.html, data)
+		if err != nil {
+			return Rendered{}, err
+		}
+		out.HTML = Sanitize(html)
+	}
+	if c.text != nil {
+		if out.Text, err = execute("text", c.text, data); err != nil {
+			return Rendered{}, err
+		}
+	} else {
+		out.Text = TextFromHTML(out.HTML)
+	}
+	return out, nil
+}
+
+// TextFromHTML makes the plain-text alternative of an HTML body: paragraphs and line breaks kept,
+// links written as their text followed by the URL.
+func TextFromHTML(html string) string {
+	return strings.TrimSpace(html2text.HTML2TextWithOptions(html,
+		html2text.WithLinksInnerText(), html2text.WithUnixLineBreaks()))
+}
+
+// executor is what text/template and html/template templates have in common.
+type executor interface {
+	Execute(w io.Writer, data any) error
+}
+
+func execute(part string, t executor, data map[string]any) (string, error) {
+	w := &cappedBuffer{max: MaxRenderedBytes}
+	if err := t.Execute(w, data); err != nil {
+		if errors.Is(err, errOutputTooLarge) {
+			err = errOutputTooLarge
+		}
+		return "", &PartError{Part: part, Err: err}
+	}
+	return w.buf.String(), nil
+}
+
+var errOutputTooLarge = fmt.Errorf("rendered output exceeds %d bytes", MaxRenderedBytes)
+
+// cappedBuffer fails writes beyond max bytes, which stops a template's execution.
+type cappedBuffer struct {
+	buf bytes.Buffer
+	max int
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if b.buf.Len()+len(p) > b.max {
+		return 0, errOutputTooLarge
+	}
+	return b.buf.Write(p)
+}
