@@ -28,7 +28,7 @@ build: ## build bin/herald
 db: ## start the private PostgreSQL cluster (skipped when DATABASE_URL is set)
 	@if [ -n "$${DATABASE_URL:-}" ]; then echo "using DATABASE_URL from the environment"; exit 0; fi; \
 	bindir=""; \
-	if command -v pg_ctl >/dev/null && command -v initdb >/dev/null; then bindir=$$(dirname "$$(command -v pg_ctl)"); \
+	if command -v pg_ctl >/dev/null && command -v initdb >/dev/null; then bindir=$$(dirname "$$(readlink -f "$$(command -v pg_ctl)")"); \
 	else bindir=$$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1); fi; \
 	if [ -z "$$bindir" ] || [ ! -x "$$bindir/initdb" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -37,32 +37,37 @@ db: ## start the private PostgreSQL cluster (skipped when DATABASE_URL is set)
 	    bindir=$$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1); \
 	  else echo "PostgreSQL server binaries (initdb, pg_ctl) not found: install the postgresql package (e.g. apt-get install postgresql) or set DATABASE_URL" >&2; exit 1; fi; \
 	fi; \
-	mkdir -p $(DATA); as=""; dbuser=$$(id -un); \
+	mkdir -p $(DATA); home=$(DATA); as=""; dbuser=$$(id -un); \
 	if [ "$$(id -u)" = 0 ]; then \
 	  id -u postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /usr/sbin/nologin postgres; \
-	  chown postgres: $(DATA); as="runuser -u postgres --"; dbuser=postgres; \
+	  cd /; as="runuser -u postgres --"; dbuser=postgres; chown postgres: $(DATA); \
 	  if ! runuser -u postgres -- test -w $(DATA); then \
-	    echo "the postgres user cannot reach $(DATA) (a parent directory is private): make it traversable (chmod o+x) or set DATABASE_URL" >&2; exit 1; fi; \
+	    home=/tmp/herald-pg-$$(printf %s "$(CURDIR)" | cksum | cut -d' ' -f1); \
+	    mkdir -p $$home && chown postgres: $$home && chmod 700 $$home; \
+	    ln -sfn $$home/pg $(PGDATA); \
+	  fi; \
 	fi; \
-	if [ ! -f $(PGDATA)/PG_VERSION ]; then \
-	  $$as "$$bindir/initdb" -D $(PGDATA) -U $$dbuser --auth=trust --encoding=UTF8 --locale=C.UTF-8 >$(DATA)/initdb.log 2>&1 \
+	echo "$$home" > $(DATA)/pghome; \
+	if [ ! -f $$home/pg/PG_VERSION ]; then \
+	  $$as "$$bindir/initdb" -D $$home/pg -U $$dbuser --auth=trust --encoding=UTF8 --locale=C.UTF-8 >$(DATA)/initdb.log 2>&1 \
 	    || { cat $(DATA)/initdb.log >&2; exit 1; }; \
 	fi; \
-	if ! $$as "$$bindir/pg_ctl" -D $(PGDATA) status >/dev/null 2>&1; then \
-	  $$as "$$bindir/pg_ctl" -D $(PGDATA) -l $(PGDATA)/server.log -w -t 60 start \
-	    -o "-c listen_addresses='' -c unix_socket_directories='$(DATA)' -p $(PGPORT) -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=256MB" >/dev/null \
-	    || { tail -n 20 $(PGDATA)/server.log >&2; exit 1; }; \
+	if ! $$as "$$bindir/pg_ctl" -D $$home/pg status >/dev/null 2>&1; then \
+	  $$as "$$bindir/pg_ctl" -D $$home/pg -l $$home/pg/server.log -w -t 60 start \
+	    -o "-c listen_addresses='' -c unix_socket_directories='$$home' -p $(PGPORT) -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=256MB" >/dev/null \
+	    || { $$as tail -n 20 $$home/pg/server.log >&2; exit 1; }; \
 	fi; \
-	url="postgres://$$dbuser@/$(PGDB)?host=$(DATA)&port=$(PGPORT)&sslmode=disable"; \
-	psql "postgres://$$dbuser@/postgres?host=$(DATA)&port=$(PGPORT)" -tAc "SELECT 1 FROM pg_database WHERE datname='$(PGDB)'" | grep -q 1 \
-	  || psql "postgres://$$dbuser@/postgres?host=$(DATA)&port=$(PGPORT)" -qc "CREATE DATABASE $(PGDB)"; \
+	url="postgres://$$dbuser@/$(PGDB)?host=$$home&port=$(PGPORT)&sslmode=disable"; \
+	admin="postgres://$$dbuser@/postgres?host=$$home&port=$(PGPORT)"; \
+	psql "$$admin" -tAc "SELECT 1 FROM pg_database WHERE datname='$(PGDB)'" | grep -q 1 || psql "$$admin" -qc "CREATE DATABASE $(PGDB)"; \
 	echo "$$url" > $(DATA)/database_url; \
 	echo "PostgreSQL ready: $$url"
 
 db-stop: ## stop the private PostgreSQL cluster
-	@as=""; [ "$$(id -u)" = 0 ] && as="runuser -u postgres --"; \
-	bindir=$$(dirname "$$(command -v pg_ctl || ls -d /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -n1)"); \
-	[ -f $(PGDATA)/postmaster.pid ] && $$as "$$bindir/pg_ctl" -D $(PGDATA) -m fast stop || true
+	@[ -f $(DATA)/pghome ] || exit 0; home=$$(cat $(DATA)/pghome); \
+	as=""; [ "$$(id -u)" = 0 ] && as="runuser -u postgres --"; \
+	bindir=$$(dirname "$$(readlink -f "$$(command -v pg_ctl || ls -d /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -n1)")"); \
+	if [ -f $$home/pg/postmaster.pid ]; then $$as "$$bindir/pg_ctl" -D $$home/pg -m fast stop; fi
 
 migrate: build db ## apply Herald's and River's migrations
 	DATABASE_URL=$(DB_URL) $(BIN) migrate
@@ -81,5 +86,6 @@ lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	go vet ./...
 
-clean: db-stop ## stop the cluster and remove .data and bin
+clean: db-stop ## stop the cluster and remove it, .data and bin
+	@if [ -f $(DATA)/pghome ] && [ "$$(cat $(DATA)/pghome)" != "$(DATA)" ]; then rm -rf "$$(cat $(DATA)/pghome)"; fi
 	rm -rf $(DATA) bin

@@ -137,7 +137,7 @@ func MessageGet(ctx context.Context, q db.Querier, workspaceID int64, id string)
 // setStatusSQL changes a message's status and appends the change to its history, in one
 // statement, unless the message's status is one of $7. It returns the message.
 const setStatusSQL = `
-	UPDATE messages SET status = $2, status_reason = $3, updated_at = now(),
+	UPDATE messages SET status = $2, status_reason = CASE WHEN $2 = 'sent' THEN '' ELSE $3 END, updated_at = now(),
 		sent_at = CASE WHEN $2 = 'sent' THEN now() ELSE sent_at END,
 		history = history || jsonb_strip_nulls(jsonb_build_object('status', $2::text, 'attempt', $4::int,
 			'smtp_code', $5::int, 'enhanced_code', NULLIF($6::text, ''), 'detail', NULLIF($3::text, ''), 'at', now()))
