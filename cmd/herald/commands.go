@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"herald/internal/config"
 	"herald/internal/db"
 	"herald/internal/workspace"
@@ -31,17 +33,23 @@ func setup(getenv func(string) string, stderr io.Writer) (config.Config, *slog.L
 	return cfg, slog.New(h), nil
 }
 
+// openDB reads the configuration and connects a small pool, for the one-shot commands.
+func openDB(ctx context.Context, getenv func(string) string, stderr io.Writer) (*slog.Logger, *pgxpool.Pool, error) {
+	cfg, logger, err := setup(getenv, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	pool, err := db.Open(ctx, cfg.DatabaseURL, 4)
+	return logger, pool, err
+}
+
 func cmdMigrate(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, logger, err := setup(getenv, stderr)
-	if err != nil {
-		return err
-	}
-	pool, err := db.Open(ctx, cfg.DatabaseURL, 4)
+	logger, pool, err := openDB(ctx, getenv, stderr)
 	if err != nil {
 		return err
 	}
@@ -77,11 +85,7 @@ func cmdKeys(ctx context.Context, args []string, stdout *os.File, stderr io.Writ
 	if err := workspace.ValidName(*name); err != nil {
 		return err
 	}
-	cfg, _, err := setup(getenv, stderr)
-	if err != nil {
-		return err
-	}
-	pool, err := db.Open(ctx, cfg.DatabaseURL, 2)
+	_, pool, err := openDB(ctx, getenv, stderr)
 	if err != nil {
 		return err
 	}
