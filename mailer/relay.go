@@ -116,7 +116,10 @@ func (r *Relay) Send(ctx context.Context, msg *mail.Msg) (SendResult, error) {
 	for try := 0; ; try++ {
 		conn, reused, err := r.take(ctx)
 		if err != nil {
+			// Failing to connect, negotiate TLS or authenticate is the relay's trouble (or ours),
+			// never the message's: it is always temporary, so messages wait rather than fail.
 			res := classify(err)
+			res.Temporary = true
 			return res, &SendFailure{Result: res, Err: fmt.Errorf("connect to relay: %w", err)}
 		}
 		err = r.client.SendWithSMTPClient(conn.c, msg)

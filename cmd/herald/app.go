@@ -73,7 +73,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv func(
 func newApp(ctx context.Context, cfg config.Config, logger *slog.Logger, m mode) (*app, error) {
 	a := &app{cfg: cfg, logger: logger, mode: m, reg: prometheus.NewRegistry()}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	pool, err := db.Open(ctx, cfg.DatabaseURL, int32(cfg.Workers+20))
+	pool, err := db.Open(ctx, cfg.DatabaseURL, int32(cfg.DBPool))
 	if err != nil {
 		return nil, err
 	}

@@ -57,6 +57,7 @@ type Config struct {
 	MaxBodyBytes    int64         // HERALD_MAX_BODY_BYTES: JSON request body limit
 	MaxImportBytes  int64         // HERALD_MAX_IMPORT_BYTES: contact import body limit
 	KeyCacheTTL     time.Duration // HERALD_KEY_CACHE_TTL: how long a checked API key is trusted
+	DBPool          int           // HERALD_DB_POOL: database connections per process
 }
 
 // Default returns the configuration used when nothing is set: a local development setup.
@@ -79,6 +80,7 @@ func Default() Config {
 		MaxBodyBytes:    1 << 20,
 		MaxImportBytes:  512 << 20,
 		KeyCacheTTL:     5 * time.Second,
+		DBPool:          20,
 	}
 }
 
@@ -141,6 +143,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	bytes("HERALD_MAX_BODY_BYTES", &c.MaxBodyBytes)
 	bytes("HERALD_MAX_IMPORT_BYTES", &c.MaxImportBytes)
 	dur("HERALD_KEY_CACHE_TTL", &c.KeyCacheTTL)
+	integer("HERALD_DB_POOL", &c.DBPool)
 	if len(errs) > 0 {
 		return c, errors.Join(errs...)
 	}
