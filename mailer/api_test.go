@@ -70,17 +70,17 @@ func TestSendBadInput(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := b.do(t, "POST", "/v1/messages", tc.key, tc.idem, tc.body)
-			if res.status != tc.status {
-				t.Fatalf("status = %d, want %d: %s", res.status, tc.status, res.raw)
+			if res.Status != tc.status {
+				t.Fatalf("status = %d, want %d: %s", res.Status, tc.status, res.Raw)
 			}
-			if ct := res.header.Get("Content-Type"); ct != "application/problem+json" {
+			if ct := res.Header.Get("Content-Type"); ct != "application/problem+json" {
 				t.Errorf("Content-Type = %q", ct)
 			}
-			if res.body["status"] != float64(tc.status) || res.body["title"] == "" {
-				t.Errorf("problem = %v", res.body)
+			if res.Body["status"] != float64(tc.status) || res.Body["title"] == "" {
+				t.Errorf("problem = %v", res.Body)
 			}
-			if tc.field != "" && res.body["field"] != tc.field {
-				t.Errorf("field = %v, want %s (%s)", res.body["field"], tc.field, res.body["detail"])
+			if tc.field != "" && res.Body["field"] != tc.field {
+				t.Errorf("field = %v, want %s (%s)", res.Body["field"], tc.field, res.Body["detail"])
 			}
 		})
 	}
@@ -96,17 +96,17 @@ func TestMessagesAreIsolatedByWorkspace(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{noWorkers: true})
 	id := b.send(t, b.keyA, "k", `{"from":"a@acme.example","to":"x@example.com","subject":"s","text":"t"}`)
-	if res := b.do(t, "GET", "/v1/messages/"+id, b.keyA, "", ""); res.status != http.StatusOK || res.body["status"] != "queued" {
-		t.Fatalf("own message: %d %s", res.status, res.raw)
+	if res := b.do(t, "GET", "/v1/messages/"+id, b.keyA, "", ""); res.Status != http.StatusOK || res.Body["status"] != "queued" {
+		t.Fatalf("own message: %d %s", res.Status, res.Raw)
 	}
 	for _, path := range []string{"/v1/messages/" + id, "/v1/messages/not-a-uuid", "/v1/messages/00000000-0000-4000-8000-000000000000", "/v1/messages/" + strings.ToUpper(id)} {
 		res := b.do(t, "GET", path, b.keyB, "", "")
-		if res.status != http.StatusNotFound || res.header.Get("Content-Type") != "application/problem+json" {
-			t.Errorf("GET %s with b's key: %d %s", path, res.status, res.raw)
+		if res.Status != http.StatusNotFound || res.Header.Get("Content-Type") != "application/problem+json" {
+			t.Errorf("GET %s with b's key: %d %s", path, res.Status, res.Raw)
 		}
 	}
-	if res := b.do(t, "GET", "/v1/messages/"+id, "", "", ""); res.status != http.StatusUnauthorized {
-		t.Errorf("GET without key: %d", res.status)
+	if res := b.do(t, "GET", "/v1/messages/"+id, "", "", ""); res.Status != http.StatusUnauthorized {
+		t.Errorf("GET without key: %d", res.Status)
 	}
 }
 

@@ -26,11 +26,11 @@ func FuzzSendRequest(f *testing.F) {
 			t.Skip("not sendable as a header by a conforming client")
 		}
 		res := b.do(t, "POST", "/v1/messages", b.keyA, strings.ToValidUTF8(idem, "?"), body)
-		if res.status >= 500 {
-			t.Fatalf("status %d for %q: %s", res.status, body, res.raw)
+		if res.Status >= 500 {
+			t.Fatalf("status %d for %q: %s", res.Status, body, res.Raw)
 		}
-		if res.status != 202 && res.header.Get("Content-Type") != "application/problem+json" {
-			t.Fatalf("status %d without problem+json: %s", res.status, res.raw)
+		if res.Status != 202 && res.Header.Get("Content-Type") != "application/problem+json" {
+			t.Fatalf("status %d without problem+json: %s", res.Status, res.Raw)
 		}
 	})
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
 
+	"herald/internal/apitest"
 	"herald/internal/config"
 	"herald/internal/db"
 	"herald/internal/dbtest"
@@ -60,7 +61,7 @@ func setup(t testing.TB, o setupOpts) *bundle {
 	if os.Getenv("HERALD_TEST_LOG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	pool, err := db.Open(ctx, dbtest.NewDB(t), int32(cmp.Or(o.workers, 4)+20))
+	pool, err := db.Open(ctx, dbtest.NewDB(t), 20) // the production default (HERALD_DB_POOL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,59 +134,36 @@ func newKey(t testing.TB, pool *pgxpool.Pool, ws string, scopes ...string) (stri
 	return k, w.ID
 }
 
-type response struct {
-	status int
-	header http.Header
-	body   map[string]any
-	raw    string
-}
-
-func (b *bundle) do(t *testing.T, method, path, key, idem string, body string) response {
+// do sends method path with key and idem (none when empty) and body, as JSON when not empty.
+func (b *bundle) do(t *testing.T, method, path, key, idem string, body string) apitest.Response {
 	t.Helper()
-	req, err := http.NewRequest(method, b.api.URL+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	if idem != "" {
-		req.Header.Set("Idempotency-Key", idem)
-	}
+	r := apitest.Request{Method: method, Path: path, Key: key, IdempotencyKey: idem, Body: strings.NewReader(body)}
 	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
+		r.ContentType = "application/json"
 	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	out := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
-	_ = json.Unmarshal(raw, &out.body)
-	return out
+	return apitest.Do(t, b.api, r)
 }
 
 func (b *bundle) send(t *testing.T, key, idem string, body string) string {
 	t.Helper()
 	res := b.do(t, "POST", "/v1/messages", key, idem, body)
-	if res.status != http.StatusAccepted {
-		t.Fatalf("POST /v1/messages: %d %s", res.status, res.raw)
+	if res.Status != http.StatusAccepted {
+		t.Fatalf("POST /v1/messages: %d %s", res.Status, res.Raw)
 	}
-	return res.body["id"].(string)
+	return res.Body["id"].(string)
 }
 
 // waitStatus polls GET /v1/messages/{id} until the message reaches status.
-func (b *bundle) waitStatus(t *testing.T, key, id, status string) response {
+func (b *bundle) waitStatus(t *testing.T, key, id, status string) apitest.Response {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		res := b.do(t, "GET", "/v1/messages/"+id, key, "", "")
-		if res.status == http.StatusOK && res.body["status"] == status {
+		if res.Status == http.StatusOK && res.Body["status"] == status {
 			return res
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("message %s did not reach %q: %d %s", id, status, res.status, res.raw)
+			t.Fatalf("message %s did not reach %q: %d %s", id, status, res.Status, res.Raw)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -216,9 +194,9 @@ func (b *bundle) waitCount(t *testing.T, want int, sql string, args ...any) {
 	}
 }
 
-func history(res response) []string {
+func history(res apitest.Response) []string {
 	var out []string
-	hist, _ := res.body["history"].([]any)
+	hist, _ := res.Body["history"].([]any)
 	for _, h := range hist {
 		out = append(out, h.(map[string]any)["status"].(string))
 	}

@@ -72,7 +72,7 @@ func TestSendEndToEnd(t *testing.T) {
 	if got := strings.Join(history(res), ","); got != "queued,sending,sent" {
 		t.Errorf("history = %s", got)
 	}
-	hist := res.body["history"].([]any)
+	hist := res.Body["history"].([]any)
 	if code := hist[2].(map[string]any)["smtp_code"]; code != float64(250) {
 		t.Errorf("sent event smtp_code = %v", code)
 	}
@@ -91,20 +91,20 @@ func TestIdempotency(t *testing.T) {
 	body := `{"from":"a@acme.example","to":"x@example.com","subject":"hi","text":"one"}`
 	first := b.do(t, "POST", "/v1/messages", b.keyA, "same", body)
 	again := b.do(t, "POST", "/v1/messages", b.keyA, "same", body)
-	if first.status != 202 || again.status != 202 || first.body["id"] != again.body["id"] || again.body["status"] != "queued" {
-		t.Fatalf("replay: %d %v / %d %v", first.status, first.body, again.status, again.body)
+	if first.Status != 202 || again.Status != 202 || first.Body["id"] != again.Body["id"] || again.Body["status"] != "queued" {
+		t.Fatalf("replay: %d %v / %d %v", first.Status, first.Body, again.Status, again.Body)
 	}
-	if again.header.Get("Idempotent-Replayed") != "true" {
+	if again.Header.Get("Idempotent-Replayed") != "true" {
 		t.Errorf("replay lacks Idempotent-Replayed header")
 	}
 	other := b.do(t, "POST", "/v1/messages", b.keyA, "same", strings.Replace(body, "one", "two", 1))
-	if other.status != http.StatusUnprocessableEntity || other.header.Get("Content-Type") != "application/problem+json" {
-		t.Fatalf("same key, other body: %d %s", other.status, other.raw)
+	if other.Status != http.StatusUnprocessableEntity || other.Header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("same key, other body: %d %s", other.Status, other.Raw)
 	}
 	// The same key in another workspace is another message.
 	inB := b.do(t, "POST", "/v1/messages", b.keyB, "same", body)
-	if inB.status != 202 || inB.body["id"] == first.body["id"] {
-		t.Fatalf("workspace b reusing a's key: %d %v", inB.status, inB.body)
+	if inB.Status != 202 || inB.Body["id"] == first.Body["id"] {
+		t.Fatalf("workspace b reusing a's key: %d %v", inB.Status, inB.Body)
 	}
 	// Concurrent requests with one key make one message.
 	var wg sync.WaitGroup
@@ -114,8 +114,8 @@ func TestIdempotency(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			res := b.do(t, "POST", "/v1/messages", b.keyA, "race", body)
-			if res.status == 202 {
-				ids[i] = res.body["id"].(string)
+			if res.Status == 202 {
+				ids[i] = res.Body["id"].(string)
 			}
 		}()
 	}
@@ -159,7 +159,7 @@ func TestTemporaryFailureThenSuccess(t *testing.T) {
 	if got := strings.Join(history(res), ","); got != "queued,sending,deferred,sending,deferred,sending,sent" {
 		t.Errorf("history = %s", got)
 	}
-	d := res.body["history"].([]any)[2].(map[string]any)
+	d := res.Body["history"].([]any)[2].(map[string]any)
 	if d["smtp_code"] != float64(451) || d["enhanced_code"] != "4.3.0" || !strings.Contains(d["detail"].(string), "try later") {
 		t.Errorf("deferred event = %v", d)
 	}
@@ -199,8 +199,8 @@ func TestRetriesExhausted(t *testing.T) {
 	}})
 	id := b.send(t, b.keyA, "k", `{"from":"a@acme.example","to":"x@example.com","subject":"busy","text":"t"}`)
 	res := b.waitStatus(t, b.keyA, id, "failed")
-	if !strings.Contains(res.body["status_reason"].(string), "gave up after 3 attempts") {
-		t.Errorf("status_reason = %v", res.body["status_reason"])
+	if !strings.Contains(res.Body["status_reason"].(string), "gave up after 3 attempts") {
+		t.Errorf("status_reason = %v", res.Body["status_reason"])
 	}
 	if n := b.count(t, "SELECT count(*) FROM suppressions"); n != 0 {
 		t.Errorf("temporary failures suppressed the address")
@@ -221,7 +221,7 @@ func TestHardBounceSuppresses(t *testing.T) {
 	}})
 	bounce := b.send(t, b.keyA, "1", `{"from":"a@acme.example","to":"gone@example.com","subject":"s","text":"t"}`)
 	res := b.waitStatus(t, b.keyA, bounce, "failed")
-	last := res.body["history"].([]any)[2].(map[string]any)
+	last := res.Body["history"].([]any)[2].(map[string]any)
 	if last["smtp_code"] != float64(550) || last["enhanced_code"] != "5.1.1" {
 		t.Errorf("failed event = %v", last)
 	}
@@ -237,8 +237,8 @@ func TestHardBounceSuppresses(t *testing.T) {
 	// A later message to the bounced address is suppressed before SMTP, in this workspace only.
 	again := b.send(t, b.keyA, "3", `{"from":"a@acme.example","to":"gone@example.com","subject":"s","text":"t"}`)
 	res = b.waitStatus(t, b.keyA, again, "suppressed")
-	if res.body["status_reason"] != "hard_bounce" {
-		t.Errorf("suppressed reason = %v", res.body["status_reason"])
+	if res.Body["status_reason"] != "hard_bounce" {
+		t.Errorf("suppressed reason = %v", res.Body["status_reason"])
 	}
 	if b.smtp.Attempts() != attempts {
 		t.Errorf("suppressed message reached SMTP")

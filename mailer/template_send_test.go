@@ -26,8 +26,8 @@ func TestSendToContactWithTemplate(t *testing.T) {
 	body := `{"from":"a@acme.example","contact":"c-1","template":"welcome","data":{"note":"<script>alert(1)</script>","link":"javascript:alert(1)"}}`
 	id := b.send(t, b.keyA, "k", body)
 	res := b.waitStatus(t, b.keyA, id, "sent")
-	if res.body["status_reason"] != nil {
-		t.Errorf("a sent message has a status_reason: %v", res.body["status_reason"])
+	if res.Body["status_reason"] != nil {
+		t.Errorf("a sent message has a status_reason: %v", res.Body["status_reason"])
 	}
 	msgs := b.smtp.Messages()
 	if len(msgs) != 1 {
@@ -59,14 +59,14 @@ func TestSendToContactWithTemplate(t *testing.T) {
 		"template": `{"from":"b@b.example","to":"x@example.com","template":"welcome"}`,
 	} {
 		res := b.do(t, "POST", "/v1/messages", b.keyB, "k-"+field, body)
-		if res.status != 422 || res.body["field"] != field {
-			t.Errorf("b using a's %s: %d %s", field, res.status, res.raw)
+		if res.Status != 422 || res.Body["field"] != field {
+			t.Errorf("b using a's %s: %d %s", field, res.Status, res.Raw)
 		}
 	}
 	// A template whose data lacks a field fails loudly, naming it, and nothing is queued.
 	res = b.do(t, "POST", "/v1/messages", b.keyA, "k2", `{"from":"a@acme.example","to":"x@example.com","template":"welcome","data":{}}`)
-	if res.status != 422 || res.body["field"] != "data" {
-		t.Errorf("missing template data: %d %s", res.status, res.raw)
+	if res.Status != 422 || res.Body["field"] != "data" {
+		t.Errorf("missing template data: %d %s", res.Status, res.Raw)
 	}
 	if n := b.count(t, "SELECT count(*) FROM messages"); n != 1 {
 		t.Errorf("messages = %d", n)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"herald/internal/apitest"
 	"herald/internal/dbtest"
 	"herald/internal/workspace"
 	"herald/templates"
@@ -53,49 +54,34 @@ func setupHTTP(t *testing.T, maxBody int64) httpBundle {
 	return b
 }
 
-type response struct {
-	status int
-	header http.Header
-	body   map[string]any
-}
-
-func (b httpBundle) do(t *testing.T, method, path, key, body string) response {
+// do sends method path with key (none when empty) and body, as JSON when not empty, and fails the
+// test unless the answer's body is empty or a JSON object.
+func (b httpBundle) do(t *testing.T, method, path, key, body string) apitest.Response {
 	t.Helper()
-	req, err := http.NewRequest(method, b.srv.URL+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
+	r := apitest.Request{Method: method, Path: path, Key: key, Body: strings.NewReader(body)}
 	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
+		r.ContentType = "application/json"
 	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	out := response{status: res.StatusCode, header: res.Header}
-	raw, _ := io.ReadAll(res.Body)
-	if len(raw) > 0 {
-		if err := json.Unmarshal(raw, &out.body); err != nil {
-			t.Fatalf("%s %s: body %q is not a JSON object: %v", method, path, raw, err)
+	res := apitest.Do(t, b.srv, r)
+	if len(res.Raw) > 0 {
+		var obj map[string]any
+		if err := json.Unmarshal(res.Raw, &obj); err != nil {
+			t.Fatalf("%s %s: body %q is not a JSON object: %v", method, path, res.Raw, err)
 		}
 	}
-	return out
+	return res
 }
 
-func expect(t *testing.T, what string, r response, status int, field string) {
+// expect checks r's status and, for an error status, that r is a problem naming field (when set).
+func expect(t *testing.T, what string, r apitest.Response, status int, field string) {
 	t.Helper()
-	if r.status != status {
-		t.Fatalf("%s: status %d, want %d (body %v)", what, r.status, status, r.body)
+	if r.Status != status {
+		t.Fatalf("%s: status %d, want %d (body %v)", what, r.Status, status, r.Body)
 	}
-	if status >= 400 && r.header.Get("Content-Type") != "application/problem+json" {
-		t.Errorf("%s: Content-Type %q, want application/problem+json", what, r.header.Get("Content-Type"))
-	}
-	if field != "" && r.body["field"] != field {
-		t.Errorf("%s: field %v, want %q (body %v)", what, r.body["field"], field, r.body)
+	if status >= 400 {
+		r.RequireProblem(t, status, field)
+	} else if field != "" && r.Body["field"] != field {
+		t.Errorf("%s: field %v, want %q (body %v)", what, r.Body["field"], field, r.Body)
 	}
 }
 
@@ -105,27 +91,27 @@ func TestHTTPCreateGetPreview(t *testing.T) {
 	body := `{"name":"welcome","subject":"Hi {{.name}}","html":"<p>Hello {{.name}}</p><a href=\"{{.url}}\">go</a>","text":""}`
 	r := b.do(t, "POST", "/v1/templates", b.keyA, body)
 	expect(t, "create", r, http.StatusCreated, "")
-	if r.body["version"] != 1.0 || r.body["name"] != "welcome" || r.body["created_at"] == nil {
-		t.Fatalf("create body = %v", r.body)
+	if r.Body["version"] != 1.0 || r.Body["name"] != "welcome" || r.Body["created_at"] == nil {
+		t.Fatalf("create body = %v", r.Body)
 	}
-	if loc := r.header.Get("Location"); loc != "/v1/templates/welcome/versions/1" {
+	if loc := r.Header.Get("Location"); loc != "/v1/templates/welcome/versions/1" {
 		t.Errorf("Location = %q", loc)
 	}
 	r = b.do(t, "POST", "/v1/templates", b.keyA, strings.Replace(body, "Hello", "Welcome", 1))
 	expect(t, "create v2", r, http.StatusCreated, "")
-	if r.body["version"] != 2.0 {
-		t.Fatalf("second create version = %v", r.body["version"])
+	if r.Body["version"] != 2.0 {
+		t.Fatalf("second create version = %v", r.Body["version"])
 	}
 
 	r = b.do(t, "GET", "/v1/templates/welcome", b.keyA, "")
 	expect(t, "get latest", r, http.StatusOK, "")
-	if r.body["version"] != 2.0 || !strings.Contains(r.body["html"].(string), "Welcome") {
-		t.Errorf("latest = %v", r.body)
+	if r.Body["version"] != 2.0 || !strings.Contains(r.Body["html"].(string), "Welcome") {
+		t.Errorf("latest = %v", r.Body)
 	}
 	r = b.do(t, "GET", "/v1/templates/welcome/versions/1", b.keyA, "")
 	expect(t, "get v1", r, http.StatusOK, "")
-	if r.body["version"] != 1.0 || !strings.Contains(r.body["html"].(string), "Hello") {
-		t.Errorf("v1 = %v", r.body)
+	if r.Body["version"] != 1.0 || !strings.Contains(r.Body["html"].(string), "Hello") {
+		t.Errorf("v1 = %v", r.Body)
 	}
 	for _, p := range []string{"/v1/templates/welcome/versions/3", "/v1/templates/welcome/versions/0",
 		"/v1/templates/welcome/versions/x", "/v1/templates/nope", "/v1/templates/..%2Fx"} {
@@ -135,23 +121,23 @@ func TestHTTPCreateGetPreview(t *testing.T) {
 	r = b.do(t, "POST", "/v1/templates/welcome/preview", b.keyA,
 		`{"version":1,"data":{"name":"<b>Ann</b>","url":"https://app.example/x?id=12345678"}}`)
 	expect(t, "preview", r, http.StatusOK, "")
-	if r.body["subject"] != "Hi <b>Ann</b>" || !strings.Contains(r.body["html"].(string), "Hello &lt;b&gt;Ann&lt;/b&gt;") ||
-		!strings.Contains(r.body["text"].(string), "go <https://app.example/x?id=12345678>") {
-		t.Errorf("preview = %v", r.body)
+	if r.Body["subject"] != "Hi <b>Ann</b>" || !strings.Contains(r.Body["html"].(string), "Hello &lt;b&gt;Ann&lt;/b&gt;") ||
+		!strings.Contains(r.Body["text"].(string), "go <https://app.example/x?id=12345678>") {
+		t.Errorf("preview = %v", r.Body)
 	}
 	r = b.do(t, "POST", "/v1/templates/welcome/preview", b.keyA, `{"data":{"name":"x","url":"https://a.example"}}`)
 	expect(t, "preview latest", r, http.StatusOK, "")
-	if !strings.Contains(r.body["html"].(string), "Welcome") {
-		t.Errorf("preview without version did not use the latest: %v", r.body)
+	if !strings.Contains(r.Body["html"].(string), "Welcome") {
+		t.Errorf("preview without version did not use the latest: %v", r.Body)
 	}
 	r = b.do(t, "POST", "/v1/templates/welcome/preview", b.keyA, `{"data":{"name":"x\r\nBcc: v@example.com","url":""}}`)
 	expect(t, "preview CRLF subject", r, http.StatusUnprocessableEntity, "data")
-	if !strings.Contains(r.body["detail"].(string), "subject") {
-		t.Errorf("detail %q does not name the subject", r.body["detail"])
+	if !strings.Contains(r.Body["detail"].(string), "subject") {
+		t.Errorf("detail %q does not name the subject", r.Body["detail"])
 	}
 	r = b.do(t, "POST", "/v1/templates/welcome/preview", b.keyA, `{"data":{"nmae":"x","url":""}}`)
 	expect(t, "preview missing key", r, http.StatusUnprocessableEntity, "data")
-	if d := r.body["detail"].(string); !strings.Contains(d, "subject") || !strings.Contains(d, `"name"`) {
+	if d := r.Body["detail"].(string); !strings.Contains(d, "subject") || !strings.Contains(d, `"name"`) {
 		t.Errorf("detail %q does not name the part and key", d)
 	}
 	expect(t, "preview data array", b.do(t, "POST", "/v1/templates/welcome/preview", b.keyA, `{"data":[1]}`),
@@ -178,12 +164,12 @@ func TestHTTPWorkspaceIsolation(t *testing.T) {
 	// B saving the same name starts its own history at version 1 and leaves A's untouched.
 	r := b.do(t, "POST", "/v1/templates", b.keyB, `{"name":"secret","subject":"s","html":"<p>B</p>"}`)
 	expect(t, "create in B", r, http.StatusCreated, "")
-	if r.body["version"] != 1.0 {
-		t.Errorf("B's first version = %v", r.body["version"])
+	if r.Body["version"] != 1.0 {
+		t.Errorf("B's first version = %v", r.Body["version"])
 	}
 	r = b.do(t, "GET", "/v1/templates/secret", b.keyA, "")
-	if r.status != http.StatusOK || r.body["html"] != "<p>A only</p>" || r.body["version"] != 1.0 {
-		t.Errorf("A's template after B's save = %v", r.body)
+	if r.Status != http.StatusOK || r.Body["html"] != "<p>A only</p>" || r.Body["version"] != 1.0 {
+		t.Errorf("A's template after B's save = %v", r.Body)
 	}
 }
 
@@ -215,7 +201,7 @@ func TestHTTPHostileInput(t *testing.T) {
 		})
 	}
 	r := b.do(t, "POST", "/v1/templates", b.keyA, `{"name":"a","subject":"s","html":"<p>{{.x</p>"}`)
-	if d, _ := r.body["detail"].(string); !strings.HasPrefix(d, "html: ") || !strings.Contains(d, "template: html:1") {
+	if d, _ := r.Body["detail"].(string); !strings.HasPrefix(d, "html: ") || !strings.Contains(d, "template: html:1") {
 		t.Errorf("parse error detail = %q, want it to name the part and the problem", d)
 	}
 }

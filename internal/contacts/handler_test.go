@@ -29,47 +29,47 @@ func TestPutGet(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 
-	resp, body := b.putJSON(t, b.keyA, "crm-1", map[string]any{
+	resp := b.putJSON(t, b.keyA, "crm-1", map[string]any{
 		"email": "Ann@Example.COM", "name": " Ann Example ", "locale": "pt_br", "timezone": "Europe/Berlin",
 		"attributes": json.RawMessage(`{"plan":"pro","seats":12,"big":12345678901234567890,"nested":{"a":[1,"x"]}}`),
 	})
-	if resp.StatusCode != http.StatusCreated || resp.Header.Get("Content-Type") != "application/json" {
-		t.Fatalf("first PUT: %d %s", resp.StatusCode, body)
+	if resp.Status != http.StatusCreated || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("first PUT: %d %s", resp.Status, resp.Raw)
 	}
-	created := decodeContact(t, body)
+	created := decodeContact(t, resp.Raw)
 	if created.ExternalID != "crm-1" || created.Email != "Ann@example.com" || created.Name != "Ann Example" ||
 		created.Locale != "pt-BR" || created.Timezone != "Europe/Berlin" || created.CreatedAt.IsZero() {
 		t.Fatalf("created contact = %+v", created)
 	}
-	if !bytes.Contains(body, []byte(`"big":12345678901234567890`)) || bytes.Contains(body, []byte(`"id"`)) {
-		t.Fatalf("attributes lost precision or the internal id leaked: %s", body)
+	if !bytes.Contains(resp.Raw, []byte(`"big":12345678901234567890`)) || bytes.Contains(resp.Raw, []byte(`"id"`)) {
+		t.Fatalf("attributes lost precision or the internal id leaked: %s", resp.Raw)
 	}
 
-	resp, body = b.putJSON(t, b.keyA, "crm-1", map[string]any{"email": "ann@new.example", "attributes": nil})
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("second PUT: %d %s", resp.StatusCode, body)
+	resp = b.putJSON(t, b.keyA, "crm-1", map[string]any{"email": "ann@new.example", "attributes": nil})
+	if resp.Status != http.StatusOK {
+		t.Fatalf("second PUT: %d %s", resp.Status, resp.Raw)
 	}
-	updated := decodeContact(t, body)
+	updated := decodeContact(t, resp.Raw)
 	if updated.Email != "ann@new.example" || updated.Name != "" || len(updated.Attributes) != 0 ||
 		!updated.CreatedAt.Equal(created.CreatedAt) || updated.UpdatedAt.Before(created.UpdatedAt) {
 		t.Fatalf("PUT must replace the contact: %+v", updated)
 	}
 
-	resp, body = b.do(t, http.MethodGet, "/v1/contacts/crm-1", b.keyA, "", nil)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET: %d %s", resp.StatusCode, body)
+	resp = b.do(t, http.MethodGet, "/v1/contacts/crm-1", b.keyA, "", nil)
+	if resp.Status != http.StatusOK {
+		t.Fatalf("GET: %d %s", resp.Status, resp.Raw)
 	}
-	if got := decodeContact(t, body); got.Email != "ann@new.example" || got.ExternalID != "crm-1" {
+	if got := decodeContact(t, resp.Raw); got.Email != "ann@new.example" || got.ExternalID != "crm-1" {
 		t.Fatalf("GET = %+v", got)
 	}
 
-	resp, body = b.do(t, http.MethodGet, "/v1/contacts/nobody", b.keyA, "", nil)
-	requireProblem(t, resp, body, http.StatusNotFound, "")
+	resp = b.do(t, http.MethodGet, "/v1/contacts/nobody", b.keyA, "", nil)
+	resp.RequireProblem(t, http.StatusNotFound, "")
 
 	// An encoded "/" belongs to the id.
-	resp, body = b.putJSON(t, b.keyA, "crm%2F42", map[string]any{"email": "slash@example.com"})
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("PUT crm%%2F42: %d %s", resp.StatusCode, body)
+	resp = b.putJSON(t, b.keyA, "crm%2F42", map[string]any{"email": "slash@example.com"})
+	if resp.Status != http.StatusCreated {
+		t.Fatalf("PUT crm%%2F42: %d %s", resp.Status, resp.Raw)
 	}
 	c, err := contacts.Get(b.ctx, b.pool, b.wsA, "crm/42")
 	if err != nil || c.Email != "slash@example.com" {
@@ -87,15 +87,15 @@ func TestCrossWorkspace(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 
-	if resp, body := b.putJSON(t, b.keyA, "shared", map[string]any{"email": "a@a.example", "name": "A's"}); resp.StatusCode != http.StatusCreated {
-		t.Fatalf("A PUT: %d %s", resp.StatusCode, body)
+	if resp := b.putJSON(t, b.keyA, "shared", map[string]any{"email": "a@a.example", "name": "A's"}); resp.Status != http.StatusCreated {
+		t.Fatalf("A PUT: %d %s", resp.Status, resp.Raw)
 	}
-	resp, body := b.do(t, http.MethodGet, "/v1/contacts/shared", b.keyB, "", nil)
-	requireProblem(t, resp, body, http.StatusNotFound, "")
+	resp := b.do(t, http.MethodGet, "/v1/contacts/shared", b.keyB, "", nil)
+	resp.RequireProblem(t, http.StatusNotFound, "")
 
-	resp, body = b.putJSON(t, b.keyB, "shared", map[string]any{"email": "b@b.example", "name": "B's"})
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("B's PUT of the same external id must create B's own contact: %d %s", resp.StatusCode, body)
+	resp = b.putJSON(t, b.keyB, "shared", map[string]any{"email": "b@b.example", "name": "B's"})
+	if resp.Status != http.StatusCreated {
+		t.Fatalf("B's PUT of the same external id must create B's own contact: %d %s", resp.Status, resp.Raw)
 	}
 
 	rows, err := b.pool.Query(b.ctx, `SELECT workspace_id, email, name FROM contacts WHERE external_id = 'shared' ORDER BY workspace_id`)
@@ -118,9 +118,9 @@ func TestCrossWorkspace(t *testing.T) {
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("rows = %v, want %v", got, want)
 	}
-	resp, body = b.do(t, http.MethodGet, "/v1/contacts/shared", b.keyA, "", nil)
-	if c := decodeContact(t, body); resp.StatusCode != http.StatusOK || c.Email != "a@a.example" {
-		t.Fatalf("A's contact changed: %d %s", resp.StatusCode, body)
+	resp = b.do(t, http.MethodGet, "/v1/contacts/shared", b.keyA, "", nil)
+	if c := decodeContact(t, resp.Raw); resp.Status != http.StatusOK || c.Email != "a@a.example" {
+		t.Fatalf("A's contact changed: %d %s", resp.Status, resp.Raw)
 	}
 }
 
@@ -180,10 +180,10 @@ func TestPutHostile(t *testing.T) {
 		{"not a herald key", "secret", "h1", json, `{"email":"a@b.example"}`, 401, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, body := b.do(t, http.MethodPut, "/v1/contacts/"+tc.id, tc.key, tc.ctype, strings.NewReader(tc.body))
-			p := requireProblem(t, resp, body, tc.status, tc.field)
+			resp := b.do(t, http.MethodPut, "/v1/contacts/"+tc.id, tc.key, tc.ctype, strings.NewReader(tc.body))
+			p := resp.RequireProblem(t, tc.status, tc.field)
 			if strings.Contains(p.Detail, "a@b.example") || strings.Contains(p.Detail, "Bcc") {
-				t.Fatalf("the problem echoes the input: %s", body)
+				t.Fatalf("the problem echoes the input: %s", resp.Raw)
 			}
 		})
 	}
@@ -191,10 +191,10 @@ func TestPutHostile(t *testing.T) {
 		t.Fatalf("hostile requests wrote %d contacts", n)
 	}
 	// GET is guarded the same way.
-	resp, body := b.do(t, http.MethodGet, "/v1/contacts/h1", b.keyASend, "", nil)
-	requireProblem(t, resp, body, http.StatusForbidden, "")
-	resp, body = b.do(t, http.MethodGet, "/v1/contacts/h1", "", "", nil)
-	requireProblem(t, resp, body, http.StatusUnauthorized, "")
+	resp := b.do(t, http.MethodGet, "/v1/contacts/h1", b.keyASend, "", nil)
+	resp.RequireProblem(t, http.StatusForbidden, "")
+	resp = b.do(t, http.MethodGet, "/v1/contacts/h1", "", "", nil)
+	resp.RequireProblem(t, http.StatusUnauthorized, "")
 }
 
 func TestUpsertDirect(t *testing.T) {
@@ -216,6 +216,6 @@ func TestUpsertDirect(t *testing.T) {
 		t.Fatalf("Upsert with NUL attribute: %v", err)
 	}
 	// "import" is a valid id for GET and PUT; only POST is the import.
-	resp, body := b.do(t, http.MethodGet, "/v1/contacts/import", b.keyA, "", nil)
-	requireProblem(t, resp, body, http.StatusNotFound, "")
+	resp := b.do(t, http.MethodGet, "/v1/contacts/import", b.keyA, "", nil)
+	resp.RequireProblem(t, http.StatusNotFound, "")
 }

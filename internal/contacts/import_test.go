@@ -8,19 +8,20 @@ import (
 	"strings"
 	"testing"
 
+	"herald/internal/apitest"
 	"herald/internal/contacts"
 )
 
 // importBody posts body as an import of contentType with key and decodes the report.
 func (b *bundle) importBody(tb testing.TB, key, contentType, body string) contacts.ImportReport {
 	tb.Helper()
-	resp, out := b.do(tb, http.MethodPost, "/v1/contacts/import", key, contentType, strings.NewReader(body))
-	if resp.StatusCode != http.StatusOK {
-		tb.Fatalf("import: %d %s", resp.StatusCode, out)
+	resp := b.do(tb, http.MethodPost, "/v1/contacts/import", key, contentType, strings.NewReader(body))
+	if resp.Status != http.StatusOK {
+		tb.Fatalf("import: %d %s", resp.Status, resp.Raw)
 	}
 	var r contacts.ImportReport
-	if err := json.Unmarshal(out, &r); err != nil {
-		tb.Fatalf("import report %s: %v", out, err)
+	if err := json.Unmarshal(resp.Raw, &r); err != nil {
+		tb.Fatalf("import report %s: %v", resp.Raw, err)
 	}
 	return r
 }
@@ -71,8 +72,8 @@ func requireReport(tb testing.TB, got contacts.ImportReport, received, created, 
 func TestImportCSV(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	if resp, body := b.putJSON(t, b.keyA, "exist", map[string]any{"email": "old@example.com", "name": "Old"}); resp.StatusCode != http.StatusCreated {
-		t.Fatalf("PUT: %d %s", resp.StatusCode, body)
+	if resp := b.putJSON(t, b.keyA, "exist", map[string]any{"email": "old@example.com", "name": "Old"}); resp.Status != http.StatusCreated {
+		t.Fatalf("PUT: %d %s", resp.Status, resp.Raw)
 	}
 	// Records are numbered as a spreadsheet shows them: the header is 1.
 	csv := "\ufeffExternal_ID,email,name,locale,timezone,plan,attributes\r\n" +
@@ -116,8 +117,8 @@ func TestImportCSV(t *testing.T) {
 func TestImportNDJSON(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	if resp, body := b.putJSON(t, b.keyA, "exist", map[string]any{"email": "old@example.com"}); resp.StatusCode != http.StatusCreated {
-		t.Fatalf("PUT: %d %s", resp.StatusCode, body)
+	if resp := b.putJSON(t, b.keyA, "exist", map[string]any{"email": "old@example.com"}); resp.Status != http.StatusCreated {
+		t.Fatalf("PUT: %d %s", resp.Status, resp.Raw)
 	}
 	nd := strings.Join([]string{
 		`{"external_id":"n1","email":"n1@example.com","attributes":{"score":1.5,"tags":["a","b"]}}`, // 1
@@ -149,8 +150,8 @@ func TestImportNDJSON(t *testing.T) {
 func TestImportWorkspaceIsolation(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	if resp, body := b.putJSON(t, b.keyA, "shared", map[string]any{"email": "a@a.example"}); resp.StatusCode != http.StatusCreated {
-		t.Fatalf("PUT: %d %s", resp.StatusCode, body)
+	if resp := b.putJSON(t, b.keyA, "shared", map[string]any{"email": "a@a.example"}); resp.Status != http.StatusCreated {
+		t.Fatalf("PUT: %d %s", resp.Status, resp.Raw)
 	}
 	before := b.stored(t, b.wsA)
 	r := b.importBody(t, b.keyB, "application/x-ndjson",
@@ -197,21 +198,14 @@ func TestImportRejected(t *testing.T) {
 		{"no key", "", "text/csv", "external_id,email\na,a@example.com\n", 401},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, body := b.do(t, http.MethodPost, "/v1/contacts/import", tc.key, tc.ctype, strings.NewReader(tc.body))
-			requireProblem(t, resp, body, tc.status, "")
+			resp := b.do(t, http.MethodPost, "/v1/contacts/import", tc.key, tc.ctype, strings.NewReader(tc.body))
+			resp.RequireProblem(t, tc.status, "")
 		})
 	}
-	req, _ := http.NewRequestWithContext(b.ctx, http.MethodPost, b.srv.URL+"/v1/contacts/import", strings.NewReader("x"))
-	req.Header.Set("Authorization", "Bearer "+b.keyA)
-	req.Header.Set("Content-Type", "text/csv")
-	req.Header.Set("Content-Encoding", "gzip")
-	resp, err := b.srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnsupportedMediaType {
-		t.Fatalf("gzip upload: %d, want 415", resp.StatusCode)
+	resp := apitest.Do(t, b.srv, apitest.Request{Method: http.MethodPost, Path: "/v1/contacts/import", Key: b.keyA,
+		ContentType: "text/csv", Header: http.Header{"Content-Encoding": {"gzip"}}, Body: strings.NewReader("x")})
+	if resp.Status != http.StatusUnsupportedMediaType {
+		t.Fatalf("gzip upload: %d, want 415", resp.Status)
 	}
 	if n := b.contactCount(t, b.wsA); n != 0 {
 		t.Fatalf("rejected imports applied %d contacts", n)
@@ -223,8 +217,8 @@ func TestImportRecordTooLarge(t *testing.T) {
 	b := setup(t)
 	// A valid row first: the failed import must not apply it.
 	body := "external_id,email\nok,ok@example.com\nx,\"" + strings.Repeat("y", 1<<20+16<<10)
-	resp, out := b.do(t, http.MethodPost, "/v1/contacts/import", b.keyA, "text/csv", strings.NewReader(body))
-	requireProblem(t, resp, out, http.StatusUnprocessableEntity, "")
+	resp := b.do(t, http.MethodPost, "/v1/contacts/import", b.keyA, "text/csv", strings.NewReader(body))
+	resp.RequireProblem(t, http.StatusUnprocessableEntity, "")
 	// An over-long NDJSON line is one invalid row.
 	nd := `{"external_id":"ok","email":"ok@example.com"}` + "\n" + `{"name":"` + strings.Repeat("y", 1<<20+1) + `"}` + "\n"
 	r := b.importBody(t, b.keyA, "application/x-ndjson", nd)

@@ -13,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"herald/internal/apitest"
 	"herald/internal/contacts"
 	"herald/internal/dbtest"
 	"herald/internal/workspace"
@@ -69,33 +70,14 @@ func setup(tb testing.TB, opts ...func(*contacts.Handler)) *bundle {
 	return b
 }
 
-// do sends a request with key (none when empty) and returns the response with its body read.
-func (b *bundle) do(tb testing.TB, method, path, key, contentType string, body io.Reader) (*http.Response, []byte) {
+// do sends method path with key and contentType (none when empty) and body.
+func (b *bundle) do(tb testing.TB, method, path, key, contentType string, body io.Reader) apitest.Response {
 	tb.Helper()
-	req, err := http.NewRequestWithContext(b.ctx, method, b.srv.URL+path, body)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := b.srv.Client().Do(req)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return resp, out
+	return apitest.Do(tb, b.srv, apitest.Request{Method: method, Path: path, Key: key, ContentType: contentType, Body: body})
 }
 
 // putJSON PUTs v as the contact external id with key.
-func (b *bundle) putJSON(tb testing.TB, key, externalID string, v any) (*http.Response, []byte) {
+func (b *bundle) putJSON(tb testing.TB, key, externalID string, v any) apitest.Response {
 	tb.Helper()
 	body, err := json.Marshal(v)
 	if err != nil {
@@ -112,34 +94,4 @@ func (b *bundle) contactCount(tb testing.TB, ws int64) int {
 		tb.Fatal(err)
 	}
 	return n
-}
-
-// problem is the problem+json body of an error response.
-type problem struct {
-	Status int    `json:"status"`
-	Title  string `json:"title"`
-	Detail string `json:"detail"`
-	Field  string `json:"field"`
-}
-
-// requireProblem checks that resp is a problem+json with the status and, when field is set, names it.
-func requireProblem(tb testing.TB, resp *http.Response, body []byte, status int, field string) problem {
-	tb.Helper()
-	if resp.StatusCode != status {
-		tb.Fatalf("status = %d, want %d; body %s", resp.StatusCode, status, body)
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
-		tb.Fatalf("Content-Type = %q, want application/problem+json; body %s", ct, body)
-	}
-	var p problem
-	if err := json.Unmarshal(body, &p); err != nil {
-		tb.Fatalf("problem body %s: %v", body, err)
-	}
-	if p.Status != status {
-		tb.Fatalf("problem status = %d, want %d", p.Status, status)
-	}
-	if field != "" && p.Field != field {
-		tb.Fatalf("problem field = %q, want %q; body %s", p.Field, field, body)
-	}
-	return p
 }
