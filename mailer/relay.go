@@ -197,11 +197,13 @@ type SendFailure struct {
 	Err    error
 }
 
+// Error describes the failure without the recipient addresses go-mail puts in its error text, so
+// that it can be logged.
 func (f *SendFailure) Error() string {
 	if f.Err == nil {
 		return "smtp: " + f.Result.Reply
 	}
-	return "smtp: " + f.Err.Error()
+	return "smtp: " + withoutAddresses(f.Err.Error())
 }
 
 func (f *SendFailure) Unwrap() error { return f.Err }

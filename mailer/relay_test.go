@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,6 +111,9 @@ func TestRelayTLSPolicyAndAuth(t *testing.T) {
 			var f *mailer.SendFailure
 			if !errors.As(err, &f) || f.Result.Temporary != tc.temporary || tc.server.Count() != before {
 				t.Fatalf("send: %+v %v; want a failure with temporary=%v", res, err, tc.temporary)
+			}
+			if strings.Contains(err.Error(), "x@example.com") || strings.Contains(f.Result.Reply, "x@example.com") {
+				t.Errorf("failure text carries the recipient address: %v", err)
 			}
 		})
 	}
