@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	gomail "github.com/wneessen/go-mail"
 
 	"herald/internal/config"
@@ -149,5 +150,34 @@ func TestRelayReusesConnections(t *testing.T) {
 	defer srv2.Close()
 	if res, err := relay.Send(context.Background(), testMsg(t)); err != nil || res.Code != 250 || srv2.Count() != 1 {
 		t.Fatalf("send after the relay dropped the pooled connection: %+v %v", res, err)
+	}
+}
+
+func TestRelayRejectionTextHasNoAddress(t *testing.T) {
+	t.Parallel()
+	srv, err := smtpcapture.Start(smtpcapture.Options{Addr: "127.0.0.1:0", RcptHook: func(string) error {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cfg, _ := config.ParseSMTPURL(fmtPort("smtp://127.0.0.1:%d?tls=none", srv.Port()))
+	relay, err := mailer.NewRelay(mailer.RelayOptions{SMTP: cfg, HELO: "test.local", Timeout: 5 * time.Second, Size: 1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	res, err := relay.Send(context.Background(), testMsg(t))
+	if err == nil || res.Temporary || res.Code != 550 || res.Enhanced != "5.1.1" {
+		t.Fatalf("send: %+v %v", res, err)
+	}
+	if strings.Contains(err.Error(), "x@example.com") || strings.Contains(res.Reply, "x@example.com") {
+		t.Errorf("failure text carries the recipient address: %q / %q", err, res.Reply)
+	}
+	// The connection survives a refused recipient and is reused for the next delivery.
+	if _, err := relay.Send(context.Background(), testMsg(t)); err == nil {
+		t.Fatal("second send accepted")
 	}
 }
