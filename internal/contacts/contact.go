@@ -59,7 +59,7 @@ func Get(ctx context.Context, q db.Querier, workspaceID int64, externalID string
 // Upsert validates in and creates or fully replaces the workspace's contact with in.ExternalID.
 // An invalid field is returned as a 422 *httpx.Problem naming it.
 func Upsert(ctx context.Context, q db.Querier, workspaceID int64, in Input) (c Contact, created bool, err error) {
-	n, fe := in.normalize()
+	n, fe := in.normalize(nil)
 	if fe != nil {
 		return Contact{}, false, httpx.Invalid(fe.Field, fe.Detail)
 	}

@@ -112,7 +112,7 @@ func Import(ctx context.Context, b Beginner, workspaceID int64, format Format, r
 	if _, err := tx.Exec(ctx, contactImportStage); err != nil {
 		return ImportReport{}, fmt.Errorf("import contacts: create staging table: %w", err)
 	}
-	src := &rowSource{rows: rows, report: &report}
+	src := &rowSource{rows: rows, report: &report, zones: zoneCache{}}
 	staged, err := tx.CopyFrom(ctx, pgx.Identifier{"contacts_import"}, contactImportColumns, src)
 	if src.err != nil {
 		return ImportReport{}, src.err

@@ -43,7 +43,8 @@ type rowSource struct {
 	rows   rowReader
 	report *ImportReport
 	values []any
-	err    error // fatal: the import must not be applied
+	err    error     // fatal: the import must not be applied
+	zones  zoneCache // time zones already checked in this import
 }
 
 func (s *rowSource) Next() bool {
@@ -66,7 +67,7 @@ func (s *rowSource) Next() bool {
 			s.report.addError(pr.row, pr.err)
 			continue
 		}
-		n, fe := pr.in.normalize()
+		n, fe := pr.in.normalize(s.zones)
 		if fe != nil {
 			s.report.addError(pr.row, fe)
 			continue

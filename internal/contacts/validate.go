@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -58,7 +57,7 @@ type normalized struct {
 }
 
 // normalize validates every field of in and returns its stored form, or the first invalid field.
-func (in Input) normalize() (normalized, *fieldError) {
+func (in Input) normalize(zones zoneCache) (normalized, *fieldError) {
 	var n normalized
 	var fe *fieldError
 	if fe = checkExternalID(in.ExternalID); fe != nil {
@@ -79,7 +78,7 @@ func (in Input) normalize() (normalized, *fieldError) {
 	if n.locale, fe = normalizeLocale(in.Locale); fe != nil {
 		return n, fe
 	}
-	if n.timezone, fe = checkTimezone(in.Timezone); fe != nil {
+	if n.timezone, fe = checkTimezone(in.Timezone, zones); fe != nil {
 		return n, fe
 	}
 	if n.attributes, fe = encodeAttributes(in.Attributes); fe != nil {
@@ -143,15 +142,16 @@ func normalizeLocale(s string) (string, *fieldError) {
 	return tag.String(), nil
 }
 
-// validZones caches IANA names that loaded, so a large import does not read tzdata per row.
-var validZones sync.Map
+// zoneCache remembers IANA names that loaded, so a large import does not read tzdata per row. Each
+// import has its own (nil: no caching).
+type zoneCache map[string]bool
 
 // checkTimezone accepts an IANA time zone name that time.LoadLocation knows, except "Local".
-func checkTimezone(s string) (string, *fieldError) {
+func checkTimezone(s string, zones zoneCache) (string, *fieldError) {
 	if s == "" {
 		return "", nil
 	}
-	if _, ok := validZones.Load(s); ok {
+	if zones[s] {
 		return s, nil
 	}
 	const detail = "must be an IANA time zone name such as Europe/Berlin"
@@ -166,7 +166,9 @@ func checkTimezone(s string) (string, *fieldError) {
 	if _, err := time.LoadLocation(s); err != nil {
 		return "", invalid("timezone", detail)
 	}
-	validZones.Store(s, struct{}{})
+	if zones != nil {
+		zones[s] = true
+	}
 	return s, nil
 }
 
