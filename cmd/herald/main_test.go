@@ -6,7 +6,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -142,11 +145,23 @@ func get(t *testing.T, url string) string {
 	return string(b)
 }
 
-// TestServeWorkDrain runs `serve` and `work` as separate processes would, sends a message through
-// the API, and stops the worker (as SIGTERM does) while the relay is still receiving the message:
-// the worker must finish the delivery and record it before exiting.
+// buildHerald compiles the binary for tests that run it as a separate process.
+func buildHerald(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "herald")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestServeWorkDrain runs `serve` in-process and `work` as a real process, sends a message through
+// the API, and sends the worker SIGTERM while the relay is still receiving the message: the
+// worker must finish the delivery and record it before exiting 0.
 func TestServeWorkDrain(t *testing.T) {
 	t.Parallel()
+	bin := buildHerald(t)
 	url := dbtest.NewDB(t)
 	inData := make(chan struct{}, 1)
 	capture, err := smtpcapture.Start(smtpcapture.Options{Addr: "127.0.0.1:0", DataHook: func(*smtpcapture.Message) error {
@@ -167,22 +182,23 @@ func TestServeWorkDrain(t *testing.T) {
 	key, _ := workspace.CreateKey(context.Background(), pool, ws.ID, []string{"messages:send"})
 
 	apiAddr, workAddr := freeAddr(t), freeAddr(t)
-	base := map[string]string{"DATABASE_URL": url, "HERALD_SMTP_URL": "smtp://" + capture.Addr() + "?tls=none",
-		"HERALD_LOG_LEVEL": "warn", "HERALD_SHUTDOWN_TIMEOUT": "10s"}
-	env := func(addr string) map[string]string {
-		m := map[string]string{"HERALD_ADDR": addr}
-		for k, v := range base {
-			m[k] = v
-		}
-		return m
-	}
+	env := map[string]string{"DATABASE_URL": url, "HERALD_SMTP_URL": "smtp://" + capture.Addr() + "?tls=none",
+		"HERALD_LOG_LEVEL": "warn", "HERALD_SHUTDOWN_TIMEOUT": "10s", "HERALD_ADDR": apiAddr}
 	serveCtx, stopServe := context.WithCancel(context.Background())
-	workCtx, stopWork := context.WithCancel(context.Background())
-	serveDone, workDone := make(chan int, 1), make(chan int, 1)
-	go func() { c, _, _ := runCmd(t, serveCtx, env(apiAddr), "serve"); serveDone <- c }()
-	go func() { c, _, _ := runCmd(t, workCtx, env(workAddr), "work"); workDone <- c }()
 	defer stopServe()
-	defer stopWork()
+	serveDone := make(chan int, 1)
+	go func() { c, _, _ := runCmd(t, serveCtx, env, "serve"); serveDone <- c }()
+
+	work := exec.Command(bin, "work", "--addr", workAddr)
+	for k, v := range env {
+		work.Env = append(work.Env, k+"="+v)
+	}
+	var workErr strings.Builder
+	work.Stderr = &workErr
+	if err := work.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer work.Process.Kill() //nolint:errcheck
 	waitHTTP(t, "http://"+apiAddr+"/readyz")
 	waitHTTP(t, "http://"+workAddr+"/readyz")
 	if body := get(t, "http://"+apiAddr+"/healthz"); !strings.Contains(body, "ok") {
@@ -203,14 +219,18 @@ func TestServeWorkDrain(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("message never reached SMTP")
 	}
-	stopWork() // SIGTERM while the relay is receiving DATA
+	if err := work.Process.Signal(syscall.SIGTERM); err != nil { // while the relay is receiving DATA
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- work.Wait() }()
 	select {
-	case code := <-workDone:
-		if code != 0 {
-			t.Fatalf("work exited %d", code)
+	case err := <-waited:
+		if err != nil {
+			t.Fatalf("work exited with %v: %s", err, workErr.String())
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatal("work did not exit")
+		t.Fatal("work did not exit after SIGTERM")
 	}
 	var status string
 	if err := pool.QueryRow(context.Background(), "SELECT status FROM messages").Scan(&status); err != nil || status != "sent" {
