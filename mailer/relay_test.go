@@ -2,17 +2,9 @@ package mailer_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -24,28 +16,6 @@ import (
 	"herald/internal/smtpcapture"
 	"herald/mailer"
 )
-
-// selfSigned returns a server certificate for 127.0.0.1 and a client config that trusts it.
-func selfSigned(t *testing.T) (server, client *tls.Config) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "relay.test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}},
-		&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
-}
 
 func testMsg(t *testing.T) *gomail.Msg {
 	t.Helper()
@@ -63,7 +33,10 @@ func testMsg(t *testing.T) *gomail.Msg {
 
 func TestRelayTLSPolicyAndAuth(t *testing.T) {
 	t.Parallel()
-	serverTLS, clientTLS := selfSigned(t)
+	serverTLS, clientTLS, err := smtpcapture.SelfSignedTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	withTLS, err := smtpcapture.Start(smtpcapture.Options{Addr: "127.0.0.1:0", TLSConfig: serverTLS, AuthUser: "u", AuthPass: "p"})
 	if err != nil {
