@@ -36,6 +36,18 @@ func URL(tb testing.TB) string {
 // NewDB creates a fresh migrated database for the test, dropped at cleanup, and returns its URL.
 func NewDB(tb testing.TB) string {
 	tb.Helper()
+	return newDB(tb, true)
+}
+
+// NewEmptyDB creates a fresh database with no schema at all (for migration tests), dropped at
+// cleanup, and returns its URL.
+func NewEmptyDB(tb testing.TB) string {
+	tb.Helper()
+	return newDB(tb, false)
+}
+
+func newDB(tb testing.TB, migrated bool) string {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	base := URL(tb)
@@ -44,12 +56,16 @@ func NewDB(tb testing.TB) string {
 		tb.Fatalf("dbtest: connect: %v", err)
 	}
 	defer admin.Close(ctx)
-	tpl, err := ensureTemplate(ctx, admin, base)
-	if err != nil {
-		tb.Fatalf("dbtest: template: %v", err)
+	create := "CREATE DATABASE %s"
+	if migrated {
+		tpl, err := ensureTemplate(ctx, admin, base)
+		if err != nil {
+			tb.Fatalf("dbtest: template: %v", err)
+		}
+		create += " TEMPLATE " + tpl
 	}
 	name := "herald_test_" + randHex(8)
-	if _, err := admin.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", name, tpl)); err != nil {
+	if _, err := admin.Exec(ctx, fmt.Sprintf(create, name)); err != nil {
 		tb.Fatalf("dbtest: create database: %v", err)
 	}
 	tb.Cleanup(func() {
