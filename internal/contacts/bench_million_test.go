@@ -1,16 +1,12 @@
 package contacts_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"herald/internal/contacts"
 )
 
 // BenchmarkImportMillion streams 1,000,000 NDJSON contacts, generated as they are sent (the body
@@ -49,17 +45,7 @@ func BenchmarkImportMillion(b *testing.B) {
 			}
 			pw.Close()
 		}()
-		resp := bb.do(b, http.MethodPost, "/v1/contacts/import", bb.keyA, "application/x-ndjson", pr)
-		if resp.Status != http.StatusOK {
-			b.Fatalf("import: %d %s", resp.Status, resp.Raw)
-		}
-		var r contacts.ImportReport
-		if err := json.Unmarshal(resp.Raw, &r); err != nil {
-			b.Fatal(err)
-		}
-		if r.Received != rows || r.Created+r.Updated != rows || r.Invalid != 0 {
-			b.Fatalf("report = %+v", r)
-		}
+		bb.importAll(b, pr, rows)
 	}
 	close(stop)
 	<-sampled
