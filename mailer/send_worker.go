@@ -58,9 +58,9 @@ func (w *SendWorker) Timeout(*river.Job[SendArgs]) time.Duration {
 	return 3*w.SMTPTimeout + 30*time.Second
 }
 
-// Work delivers one message. The message row is locked while its fate is decided, so a message
-// is never handed to SMTP by two workers at once, and one already sent, failed or suppressed is
-// never sent again, whatever River retries.
+// Work delivers one message. The message is claimed by a conditional update that refuses final
+// statuses, and River runs a job on one worker at a time, so a message already sent, failed or
+// suppressed is never sent again, whatever River retries or rescues.
 func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 	m, proceed, err := w.prepare(ctx, job)
 	if err != nil || !proceed {
