@@ -107,7 +107,8 @@ func (r *Relay) Send(ctx context.Context, msg *mail.Msg) (SendResult, error) {
 	select {
 	case r.slots <- struct{}{}:
 	case <-ctx.Done():
-		return SendResult{Temporary: true, Reply: ctx.Err().Error()}, &SendFailure{Result: SendResult{Temporary: true, Reply: "no relay connection free: " + ctx.Err().Error()}}
+		res := SendResult{Temporary: true, Reply: "no relay connection free: " + ctx.Err().Error()}
+		return res, &SendFailure{Result: res}
 	}
 	defer func() { <-r.slots }()
 

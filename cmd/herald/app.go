@@ -34,6 +34,10 @@ const (
 	modeDev               // both, plus a capture SMTP server and a demo workspace
 )
 
+func (m mode) String() string {
+	return [...]string{modeServe: "serve", modeWork: "work", modeDev: "dev"}[m]
+}
+
 // app holds what a running process wires together; nothing of it is global.
 type app struct {
 	cfg     config.Config
@@ -48,8 +52,7 @@ type app struct {
 }
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string, m mode) error {
-	name := map[mode]string{modeServe: "serve", modeWork: "work", modeDev: "dev"}[m]
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs := flag.NewFlagSet(m.String(), flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "", "HTTP listen address (overrides HERALD_ADDR)")
 	if err := fs.Parse(args); err != nil {
@@ -138,8 +141,7 @@ func (a *app) run(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	a.logger.Info("herald started", "mode", map[mode]string{modeServe: "serve", modeWork: "work", modeDev: "dev"}[a.mode],
-		"addr", ln.Addr().String())
+	a.logger.Info("herald started", "mode", a.mode.String(), "addr", ln.Addr().String())
 	if a.mode == modeDev {
 		if err := a.announceDev(ctx, ln.Addr().String()); err != nil {
 			return err
