@@ -34,7 +34,7 @@ type Handler struct {
 
 // Routes mounts the API on an authenticated /v1 router.
 func (h *Handler) Routes(r chi.Router) {
-	r.With(workspace.Require(workspace.ScopeMessagesSend, h.Logger)).Group(func(r chi.Router) {
+	r.With(workspace.Require(h.Logger, workspace.ScopeMessagesSend)).Group(func(r chi.Router) {
 		r.Post("/messages", httpx.Handler(h.Logger, h.send))
 		r.Get("/messages/{id}", httpx.Handler(h.Logger, h.get))
 	})

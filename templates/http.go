@@ -36,7 +36,7 @@ type Handler struct {
 //	POST /templates/{name}/preview                  render {version?, data}
 func (h *Handler) Routes(r chi.Router) {
 	r.Group(func(r chi.Router) {
-		r.Use(h.requireScope)
+		r.Use(workspace.Require(h.logger(), workspace.ScopeMessagesSend, workspace.ScopeCampaignsWrite))
 		r.Post("/templates", httpx.Handler(h.logger(), h.create))
 		r.Get("/templates/{name}", httpx.Handler(h.logger(), h.get))
 		r.Get("/templates/{name}/versions/{version}", httpx.Handler(h.logger(), h.get))
@@ -56,18 +56,6 @@ func (h *Handler) maxBody() int64 {
 		return defaultMaxBodyBytes
 	}
 	return h.MaxBodyBytes
-}
-
-func (h *Handler) requireScope(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := workspace.MustFromContext(r.Context())
-		if !p.Has(workspace.ScopeMessagesSend) && !p.Has(workspace.ScopeCampaignsWrite) {
-			httpx.WriteError(w, r, h.logger(), httpx.NewProblem(http.StatusForbidden,
-				"this API key lacks the scope "+workspace.ScopeMessagesSend+" or "+workspace.ScopeCampaignsWrite))
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 func (h *Handler) create(w http.ResponseWriter, r *http.Request) error {

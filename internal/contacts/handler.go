@@ -31,7 +31,7 @@ type Handler struct {
 func (h *Handler) Routes(r chi.Router) {
 	log := h.logger()
 	r.Group(func(r chi.Router) {
-		r.Use(workspace.Require(workspace.ScopeContactsWrite, log))
+		r.Use(workspace.Require(log, workspace.ScopeContactsWrite))
 		r.Post("/contacts/import", httpx.Handler(log, h.importContacts))
 		r.Put("/contacts/{external_id}", httpx.Handler(log, h.put))
 		r.Get("/contacts/{external_id}", httpx.Handler(log, h.get))

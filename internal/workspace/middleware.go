@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 
 	"herald/internal/db"
@@ -65,12 +66,14 @@ func (a *Authenticator) Middleware(logger *slog.Logger) func(http.Handler) http.
 	}
 }
 
-// Require answers 403 unless the request's key holds scope.
-func Require(scope string, logger *slog.Logger) func(http.Handler) http.Handler {
+// Require answers 403 unless the request's key holds at least one of scopes.
+func Require(logger *slog.Logger, scopes ...string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if p, ok := FromContext(r.Context()); !ok || !p.Has(scope) {
-				httpx.WriteError(w, r, logger, httpx.NewProblem(http.StatusForbidden, "this API key lacks the scope "+scope))
+			p, ok := FromContext(r.Context())
+			if !ok || !slices.ContainsFunc(scopes, p.Has) {
+				httpx.WriteError(w, r, logger, httpx.NewProblem(http.StatusForbidden,
+					"this API key lacks the scope "+strings.Join(scopes, " or ")))
 				return
 			}
 			next.ServeHTTP(w, r)
