@@ -1,6 +1,7 @@
 package mailer
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
@@ -42,6 +43,8 @@ func (h *Handler) Routes(r chi.Router) {
 
 // sendRequest is the body of POST /v1/messages.
 type sendRequest struct {
+	Stream          string            `json:"stream,omitempty"`
+	Purpose         string            `json:"purpose,omitempty"`
 	To              string            `json:"to,omitempty"`
 	Contact         string            `json:"contact,omitempty"`
 	From            string            `json:"from"`
@@ -82,7 +85,7 @@ func (h *Handler) send(w http.ResponseWriter, r *http.Request) error {
 	hash := sha256.Sum256(canonical)
 
 	var resp sendResponse
-	replayed := false
+	replayed, stream := false, ""
 	err = pgx.BeginFunc(r.Context(), h.DB, func(tx pgx.Tx) error {
 		m, err := buildMessage(r.Context(), tx, p.WorkspaceID, &req)
 		if err != nil {
@@ -102,13 +105,10 @@ func (h *Handler) send(w http.ResponseWriter, r *http.Request) error {
 			resp, replayed = sendResponse{ID: hit.ID, Status: StatusQueued}, true
 			return nil
 		}
-		_, err = h.River.InsertTx(r.Context(), tx, SendArgs{MessageID: m.ID}, &river.InsertOpts{
-			Queue: QueueTransactional, MaxAttempts: h.MaxAttempts,
-		})
-		if err != nil {
-			return fmt.Errorf("enqueue send: %w", err)
+		if err := EnqueueSend(r.Context(), h.River, tx, m, h.MaxAttempts); err != nil {
+			return err
 		}
-		resp = sendResponse{ID: m.ID, Status: StatusQueued}
+		resp, stream = sendResponse{ID: m.ID, Status: StatusQueued}, m.Stream
 		return nil
 	})
 	if err != nil {
@@ -117,10 +117,23 @@ func (h *Handler) send(w http.ResponseWriter, r *http.Request) error {
 	if replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
 	} else {
-		h.Metrics.Accepted.WithLabelValues(StreamTransactional).Inc()
+		h.Metrics.Accepted.WithLabelValues(stream).Inc()
 	}
 	w.Header().Set("Location", "/v1/messages/"+resp.ID)
 	httpx.WriteJSON(w, http.StatusAccepted, resp)
+	return nil
+}
+
+// EnqueueSend inserts the send job of the message m (just inserted in tx) in the same transaction,
+// on the queue of its stream.
+func EnqueueSend(ctx context.Context, rc *river.Client[pgx.Tx], tx pgx.Tx, m *Message, maxAttempts int) error {
+	args, queue := SendArgs{MessageID: m.ID}, QueueTransactional
+	if m.Stream == StreamMarketing {
+		args.Marketing, queue = true, QueueMarketing
+	}
+	if _, err := rc.InsertTx(ctx, tx, args, &river.InsertOpts{Queue: queue, MaxAttempts: maxAttempts}); err != nil {
+		return fmt.Errorf("enqueue send: %w", err)
+	}
 	return nil
 }
 
@@ -130,6 +143,7 @@ type messageView struct {
 	Status       string  `json:"status"`
 	StatusReason string  `json:"status_reason,omitempty"`
 	Stream       string  `json:"stream"`
+	Purpose      string  `json:"purpose,omitempty"`
 	To           string  `json:"to"`
 	From         string  `json:"from"`
 	Subject      string  `json:"subject"`
@@ -154,7 +168,7 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	v := messageView{ID: m.ID, Status: m.Status, StatusReason: m.StatusReason, Stream: m.Stream, To: m.To,
+	v := messageView{ID: m.ID, Status: m.Status, StatusReason: m.StatusReason, Stream: m.Stream, Purpose: m.Purpose, To: m.To,
 		From: m.From, Subject: m.Subject, MessageID: m.MessageID, CreatedAt: m.CreatedAt.UTC().Format(timeFormat), History: m.History}
 	if m.SentAt != nil {
 		s := m.SentAt.UTC().Format(timeFormat)

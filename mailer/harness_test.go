@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
 
+	"herald/consent"
 	"herald/internal/apitest"
 	"herald/internal/config"
 	"herald/internal/db"
@@ -37,6 +38,7 @@ type bundle struct {
 	smtp    *smtpcapture.Server
 	api     *httptest.Server
 	metrics *mailer.Metrics
+	consent *consent.Service
 	river   *river.Client[pgx.Tx]
 	keyA    string // workspace "a", messages:send
 	keyB    string // workspace "b", messages:send
@@ -80,14 +82,19 @@ func setup(t testing.TB, o setupOpts) *bundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(relay.Close)
-	b.metrics = mailer.NewMetrics(prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	b.metrics = mailer.NewMetrics(reg)
+	b.consent = &consent.Service{Keys: consent.DevKeys(), Metrics: consent.NewMetrics(reg), Logger: logger}
 	workers := river.NewWorkers()
-	river.AddWorker(workers, &mailer.SendWorker{DB: b.pool, Relay: relay, Metrics: b.metrics, Logger: logger,
+	river.AddWorker(workers, &mailer.SendWorker{DB: b.pool, Consent: b.consent, Relay: relay, Metrics: b.metrics, Logger: logger,
 		RetryBase: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond, SMTPTimeout: 5 * time.Second})
 	qo := queue.Options{Logger: logger, FetchCooldown: cmp.Or(o.cooldown, 5*time.Millisecond)}
 	if !o.noWorkers {
 		qo.Workers = workers
-		qo.Queues = map[string]river.QueueConfig{mailer.QueueTransactional: {MaxWorkers: cmp.Or(o.workers, 4)}}
+		qo.Queues = map[string]river.QueueConfig{
+			mailer.QueueTransactional: {MaxWorkers: cmp.Or(o.workers, 4)},
+			mailer.QueueMarketing:     {MaxWorkers: cmp.Or(o.workers, 4)},
+		}
 	}
 	b.river, err = queue.New(b.pool, qo)
 	if err != nil {

@@ -33,6 +33,7 @@ type Message struct {
 	ID           string
 	WorkspaceID  int64
 	Stream       string
+	Purpose      string // the consent purpose of a marketing message
 	ContactID    *int64
 	To           string
 	ToName       string
@@ -61,13 +62,13 @@ type Event struct {
 	At           time.Time `json:"at"`
 }
 
-const messageColumns = `id::text, workspace_id, stream, contact_id, to_address, to_name, from_address, from_name,
+const messageColumns = `id::text, workspace_id, stream, purpose, contact_id, to_address, to_name, from_address, from_name,
 	reply_to, subject, html_body, text_body, headers, message_id, status, status_reason, history, created_at, sent_at`
 
 func scanMessage(row pgx.Row) (Message, error) {
 	var m Message
 	var headers, history []byte
-	err := row.Scan(&m.ID, &m.WorkspaceID, &m.Stream, &m.ContactID, &m.To, &m.ToName, &m.From, &m.FromName,
+	err := row.Scan(&m.ID, &m.WorkspaceID, &m.Stream, &m.Purpose, &m.ContactID, &m.To, &m.ToName, &m.From, &m.FromName,
 		&m.ReplyTo, &m.Subject, &m.HTML, &m.Text, &headers, &m.MessageID, &m.Status, &m.StatusReason,
 		&history, &m.CreatedAt, &m.SentAt)
 	if err != nil {
@@ -93,13 +94,13 @@ func MessageInsert(ctx context.Context, tx pgx.Tx, m *Message, idemKey string, r
 	var created time.Time
 	err = tx.QueryRow(ctx, `
 		INSERT INTO messages (id, workspace_id, stream, contact_id, to_address, to_name, from_address, from_name,
-			reply_to, subject, html_body, text_body, headers, message_id, status, history, idempotency_key, request_hash)
+			reply_to, subject, html_body, text_body, headers, message_id, status, history, idempotency_key, request_hash, purpose)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'queued',
-			jsonb_build_array(jsonb_build_object('status', 'queued', 'at', now())), NULLIF($15, ''), $16)
+			jsonb_build_array(jsonb_build_object('status', 'queued', 'at', now())), NULLIF($15, ''), $16, $17)
 		ON CONFLICT (workspace_id, idempotency_key) DO NOTHING
 		RETURNING created_at`,
 		m.ID, m.WorkspaceID, m.Stream, m.ContactID, m.To, m.ToName, m.From, m.FromName, m.ReplyTo, m.Subject,
-		m.HTML, m.Text, headers, m.MessageID, idemKey, reqHash).Scan(&created)
+		m.HTML, m.Text, headers, m.MessageID, idemKey, reqHash, m.Purpose).Scan(&created)
 	if errors.Is(err, pgx.ErrNoRows) {
 		hit := &IdempotentHit{}
 		err := tx.QueryRow(ctx, `SELECT id::text, request_hash FROM messages WHERE workspace_id = $1 AND idempotency_key = $2`,

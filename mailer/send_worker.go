@@ -14,15 +14,21 @@ import (
 	"github.com/riverqueue/river"
 
 	"herald/consent"
+	"herald/internal/db"
 )
 
 // QueueTransactional is the River queue of transactional sends, kept apart from campaign traffic so
 // that a large campaign never delays a password reset.
 const QueueTransactional = "transactional"
 
+// QueueMarketing is the River queue of marketing sends.
+const QueueMarketing = "marketing"
+
 // SendArgs is the River job that delivers one message.
 type SendArgs struct {
 	MessageID string `json:"message_id"`
+	// Marketing sends hold their consent decision in a transaction until the hand-off is recorded.
+	Marketing bool `json:"marketing,omitempty"`
 }
 
 // Kind is the job kind stored in river_job.
@@ -32,6 +38,7 @@ func (SendArgs) Kind() string { return "mailer.send" }
 type SendWorker struct {
 	river.WorkerDefaults[SendArgs]
 	DB        *pgxpool.Pool
+	Consent   *consent.Service
 	Relay     *Relay
 	Metrics   *Metrics
 	Logger    *slog.Logger
@@ -62,13 +69,60 @@ func (w *SendWorker) Timeout(*river.Job[SendArgs]) time.Duration {
 // statuses, and River runs a job on one worker at a time, so a message already sent, failed or
 // suppressed is never sent again, whatever River retries or rescues.
 func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
-	m, proceed, err := w.prepare(ctx, job)
+	if job.Args.Marketing {
+		return w.workMarketing(ctx, job)
+	}
+	m, proceed, err := w.prepare(ctx, w.DB, job)
 	if err != nil || !proceed {
 		return err
 	}
-	msg, err := compose(&m)
+	res, sendErr := w.deliver(ctx, &m)
+	// Once the relay has answered, the answer must be recorded even if we are shutting down:
+	// losing a "sent" would send the message again.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	return w.record(rctx, w.DB, job, &m, res, sendErr)
+}
+
+// workMarketing delivers a marketing message inside one transaction: claim, consent decision
+// (which locks the contact's consent state for the purpose FOR SHARE), SMTP hand-off, outcome.
+// A withdrawal of that consent therefore either commits before the decision, which then sees it,
+// or waits until the hand-off is recorded: no marketing email leaves after a committed withdrawal.
+// If the process dies after the relay accepted but before the commit, the job runs again and the
+// message goes out a second time with the same Message-ID (the only duplicate possible).
+func (w *SendWorker) workMarketing(ctx context.Context, job *river.Job[SendArgs]) error {
+	tx, err := w.DB.Begin(ctx)
 	if err != nil {
-		return w.record(ctx, job, &m, SendResult{Reply: err.Error()}, err)
+		return fmt.Errorf("send %s: begin: %w", job.Args.MessageID, err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
+	m, proceed, err := w.prepare(ctx, tx, job)
+	if err != nil {
+		return err
+	}
+	if !proceed {
+		if err := tx.Commit(ctx); err != nil {
+			return fmt.Errorf("send %s: commit: %w", job.Args.MessageID, err)
+		}
+		return nil
+	}
+	res, sendErr := w.deliver(ctx, &m)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	retryErr := w.record(rctx, tx, job, &m, res, sendErr)
+	if err := tx.Commit(rctx); err != nil {
+		w.Logger.ErrorContext(ctx, "outcome not recorded; the message may be sent again with the same Message-ID",
+			"message_id", m.ID, "err", err)
+		return fmt.Errorf("send %s: commit outcome: %w", m.ID, err)
+	}
+	return retryErr
+}
+
+// deliver composes m and hands it to the relay, timing the hand-off.
+func (w *SendWorker) deliver(ctx context.Context, m *Message) (SendResult, error) {
+	msg, err := compose(m)
+	if err != nil {
+		return SendResult{Reply: err.Error()}, err
 	}
 	start := time.Now()
 	res, sendErr := w.Relay.Send(ctx, msg)
@@ -80,33 +134,36 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 		}
 	}
 	w.Metrics.SendDuration.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
-	// Once the relay has answered, the answer must be recorded even if we are shutting down:
-	// losing a "sent" would send the message again.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-	defer cancel()
-	return w.record(rctx, job, &m, res, sendErr)
+	return res, sendErr
 }
 
-// prepare marks the message sending, asks consent.Decide and records a refusal. proceed is false
-// when there is nothing to send: the message is gone, final already, or suppressed now. No
-// transaction is held: each step is one statement, and a final message is never moved back, so a
-// duplicate or rescued job cannot send it again.
-func (w *SendWorker) prepare(ctx context.Context, job *river.Job[SendArgs]) (m Message, proceed bool, err error) {
-	m, ok, err := messageMarkSending(ctx, w.DB, job.Args.MessageID, job.Attempt)
+// dbtx is a pool or a transaction: what prepare and record run on.
+type dbtx interface {
+	db.Querier
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// prepare marks the message sending, asks the consent decision and records a refusal. proceed is
+// false when there is nothing to send: the message is gone, final already, or suppressed now. For
+// transactional mail q is the pool and each step is one statement: a final message is never moved
+// back, so a duplicate or rescued job cannot send it again. For marketing q is the transaction
+// held until the outcome is recorded.
+func (w *SendWorker) prepare(ctx context.Context, q dbtx, job *river.Job[SendArgs]) (m Message, proceed bool, err error) {
+	m, ok, err := messageMarkSending(ctx, q, job.Args.MessageID, job.Attempt)
 	if err != nil || !ok {
 		return m, false, err
 	}
 	// Decide reads the suppression list (and, for marketing, the ledger) now, after the message
 	// is claimed and immediately before the hand-off: a later change cannot be missed by an
 	// earlier read.
-	d, err := consent.Decide(ctx, w.DB, consent.Request{
-		WorkspaceID: m.WorkspaceID, ContactID: m.ContactID, Address: m.To, Stream: m.Stream,
+	d, err := w.Consent.Decide(ctx, q, consent.Request{
+		WorkspaceID: m.WorkspaceID, ContactID: m.ContactID, Address: m.To, Stream: m.Stream, Purpose: m.Purpose,
 	})
 	if err != nil {
 		return m, false, fmt.Errorf("prepare send %s: %w", m.ID, err)
 	}
 	if !d.Allowed {
-		if err := MessageSetStatus(ctx, w.DB, &m, Event{Status: StatusSuppressed, Attempt: job.Attempt, Detail: d.Reason}); err != nil {
+		if err := MessageSetStatus(ctx, q, &m, Event{Status: StatusSuppressed, Attempt: job.Attempt, Detail: d.Reason}); err != nil {
 			return m, false, fmt.Errorf("prepare send %s: %w", m.ID, err)
 		}
 		w.Metrics.Messages.WithLabelValues(m.Stream, StatusSuppressed).Inc()
@@ -119,7 +176,7 @@ func (w *SendWorker) prepare(ctx context.Context, job *river.Job[SendArgs]) (m M
 var enhancedRE = regexp.MustCompile(`\b[245]\.\d{1,3}\.\d{1,3}\b`)
 
 // record stores the relay's answer. It returns an error only to make River retry (4xx or no reply).
-func (w *SendWorker) record(ctx context.Context, job *river.Job[SendArgs], m *Message, res SendResult, sendErr error) error {
+func (w *SendWorker) record(ctx context.Context, q dbtx, job *river.Job[SendArgs], m *Message, res SendResult, sendErr error) error {
 	if res.Enhanced == "" {
 		res.Enhanced = enhancedRE.FindString(res.Reply)
 	}
@@ -144,18 +201,18 @@ func (w *SendWorker) record(ctx context.Context, job *river.Job[SendArgs], m *Me
 	// two, the job runs again, finds the message final, and sends nothing.
 	var err error
 	if hardBounce {
-		err = pgx.BeginFunc(ctx, w.DB, func(tx pgx.Tx) error {
+		err = pgx.BeginFunc(ctx, q, func(tx pgx.Tx) error {
 			if err := MessageSetStatus(ctx, tx, m, ev); err != nil {
 				return err
 			}
-			_, err := consent.Suppress(ctx, tx, consent.Suppression{
+			_, err := w.Consent.Suppress(ctx, tx, consent.Suppression{
 				WorkspaceID: m.WorkspaceID, Address: m.To, Reason: consent.ReasonHardBounce,
 				Detail: res.Reply, MessageID: &m.ID,
 			})
 			return err
 		})
 	} else {
-		err = MessageSetStatus(ctx, w.DB, m, ev)
+		err = MessageSetStatus(ctx, q, m, ev)
 	}
 	if err != nil {
 		return fmt.Errorf("record outcome of %s: %w", m.ID, err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"herald/consent"
 	"herald/internal/contacts"
 	"herald/internal/db"
 	"herald/internal/httpx"
@@ -22,6 +23,28 @@ const maxSubjectLen = 998
 // template). Every error is a 422 problem naming the field.
 func buildMessage(ctx context.Context, tx pgx.Tx, workspaceID int64, req *sendRequest) (*Message, error) {
 	m := &Message{WorkspaceID: workspaceID, Stream: StreamTransactional}
+	switch req.Stream {
+	case "", StreamTransactional:
+		if req.Purpose != "" {
+			return nil, httpx.Invalid("purpose", "only marketing messages have a purpose")
+		}
+	case StreamMarketing:
+		// Marketing consent is given per contact and purpose, so both are required.
+		if req.Contact == "" {
+			return nil, httpx.Invalid("contact", "a marketing message goes to a contact (external_id), whose consent is checked")
+		}
+		if req.Purpose == "" {
+			return nil, httpx.Invalid("purpose", "a marketing message needs the consent purpose it is sent for")
+		}
+		if _, err := consent.PurposeGet(ctx, tx, workspaceID, req.Purpose); errors.Is(err, db.ErrNotFound) {
+			return nil, httpx.Invalid("purpose", "no such purpose in this workspace")
+		} else if err != nil {
+			return nil, err
+		}
+		m.Stream, m.Purpose = StreamMarketing, req.Purpose
+	default:
+		return nil, httpx.Invalid("stream", "must be transactional or marketing")
+	}
 	var contact *contacts.Contact
 	switch {
 	case req.To != "" && req.Contact != "":

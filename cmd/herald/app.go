@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/riverqueue/river"
 
+	"herald/consent"
 	"herald/internal/config"
 	"herald/internal/db"
 	"herald/internal/queue"
@@ -46,6 +47,7 @@ type app struct {
 	river   *river.Client[pgx.Tx]
 	reg     *prometheus.Registry
 	metrics *mailer.Metrics
+	consent *consent.Service
 	relay   *mailer.Relay
 	capture *smtpcapture.Server
 	mode    mode
@@ -86,7 +88,13 @@ func newApp(ctx context.Context, cfg config.Config, logger *slog.Logger, m mode)
 		return nil, err
 	}
 	a.metrics = mailer.NewMetrics(a.reg)
-	a.reg.MustRegister(queue.NewDepthCollector(pool, logger, mailer.QueueTransactional))
+	a.reg.MustRegister(queue.NewDepthCollector(pool, logger, mailer.QueueTransactional, mailer.QueueMarketing))
+	keys, err := consentKeys(cfg, m)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	a.consent = &consent.Service{Keys: keys, Metrics: consent.NewMetrics(a.reg), Logger: logger}
 
 	if m == modeDev {
 		a.capture, err = smtpcapture.Start(smtpcapture.Options{Addr: cfg.DevSMTPAddr, Logger: logger})
@@ -104,10 +112,13 @@ func newApp(ctx context.Context, cfg config.Config, logger *slog.Logger, m mode)
 			return nil, err
 		}
 		workers := river.NewWorkers()
-		river.AddWorker(workers, &mailer.SendWorker{DB: pool, Relay: a.relay, Metrics: a.metrics, Logger: logger,
+		river.AddWorker(workers, &mailer.SendWorker{DB: pool, Consent: a.consent, Relay: a.relay, Metrics: a.metrics, Logger: logger,
 			RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, SMTPTimeout: cfg.SMTPTimeout})
 		opts.Workers = workers
-		opts.Queues = map[string]river.QueueConfig{mailer.QueueTransactional: {MaxWorkers: cfg.Workers}}
+		opts.Queues = map[string]river.QueueConfig{
+			mailer.QueueTransactional: {MaxWorkers: cfg.Workers},
+			mailer.QueueMarketing:     {MaxWorkers: cfg.MarketingWorkers},
+		}
 	}
 	a.river, err = queue.New(pool, opts)
 	if err != nil {
@@ -171,6 +182,18 @@ func (a *app) run(ctx context.Context) error {
 	}
 	a.logger.Info("stopped")
 	return nil
+}
+
+// consentKeys builds the consent package's keys from the configuration. `herald dev` falls back to
+// fixed development keys; serve and work refuse to start without real ones.
+func consentKeys(cfg config.Config, m mode) (*consent.Keys, error) {
+	if cfg.HashKey == "" && cfg.TokenKeys == "" && m == modeDev {
+		return consent.DevKeys(), nil
+	}
+	if cfg.HashKey == "" || cfg.TokenKeys == "" {
+		return nil, errors.New("HERALD_HASH_KEY and HERALD_TOKEN_KEYS are required (random secrets; see README)")
+	}
+	return consent.NewKeys(cfg.HashKey, cfg.TokenKeys)
 }
 
 func (a *app) close() {

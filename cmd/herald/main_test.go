@@ -183,7 +183,8 @@ func TestServeWorkDrain(t *testing.T) {
 
 	apiAddr, workAddr := freeAddr(t), freeAddr(t)
 	env := map[string]string{"DATABASE_URL": url, "HERALD_SMTP_URL": "smtp://" + capture.Addr() + "?tls=none",
-		"HERALD_LOG_LEVEL": "warn", "HERALD_SHUTDOWN_TIMEOUT": "10s", "HERALD_ADDR": apiAddr}
+		"HERALD_LOG_LEVEL": "warn", "HERALD_SHUTDOWN_TIMEOUT": "10s", "HERALD_ADDR": apiAddr,
+		"HERALD_HASH_KEY": "test-hash-key-0123456789", "HERALD_TOKEN_KEYS": "1:test-token-key-0123456789"}
 	serveCtx, stopServe := context.WithCancel(context.Background())
 	defer stopServe()
 	serveDone := make(chan int, 1)

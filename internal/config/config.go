@@ -36,51 +36,60 @@ type SMTP struct {
 
 // Config is every setting Herald reads. See README.md for the environment variables.
 type Config struct {
-	DatabaseURL     string        // DATABASE_URL
-	Addr            string        // HERALD_ADDR: HTTP listen address
-	BaseURL         string        // HERALD_BASE_URL: public URL used in links
-	SMTPURL         string        // HERALD_SMTP_URL: smtp[s]://user:pass@host:port?tls=...
-	SMTP            SMTP          // parsed from SMTPURL
-	SMTPPoolSize    int           // HERALD_SMTP_POOL: pooled relay connections
-	SMTPTimeout     time.Duration // HERALD_SMTP_TIMEOUT: per dial and per command
-	HELO            string        // HERALD_HELO: name announced to the relay
-	MessageIDDomain string        // HERALD_MESSAGE_ID_DOMAIN: right-hand side of Message-IDs
-	Workers         int           // HERALD_WORKERS: concurrent send jobs per process
-	FetchCooldown   time.Duration // HERALD_FETCH_COOLDOWN: River's minimum pause between fetches
-	MaxAttempts     int           // HERALD_SEND_MAX_ATTEMPTS: deliveries tried before a message fails
-	RetryBase       time.Duration // HERALD_RETRY_BASE: first retry delay, doubled each attempt
-	RetryMax        time.Duration // HERALD_RETRY_MAX: retry delay cap
-	ShutdownTimeout time.Duration // HERALD_SHUTDOWN_TIMEOUT: how long SIGTERM waits for in-flight work
-	DevSMTPAddr     string        // HERALD_DEV_SMTP_ADDR: capture SMTP server of `herald dev`
-	LogLevel        string        // HERALD_LOG_LEVEL: debug, info, warn, error
-	LogFormat       string        // HERALD_LOG_FORMAT: text or json
-	MaxBodyBytes    int64         // HERALD_MAX_BODY_BYTES: JSON request body limit
-	MaxImportBytes  int64         // HERALD_MAX_IMPORT_BYTES: contact import body limit
-	KeyCacheTTL     time.Duration // HERALD_KEY_CACHE_TTL: how long a checked API key is trusted
-	DBPool          int           // HERALD_DB_POOL: database connections per process
+	DatabaseURL      string        // DATABASE_URL
+	Addr             string        // HERALD_ADDR: HTTP listen address
+	BaseURL          string        // HERALD_BASE_URL: public URL used in links
+	SMTPURL          string        // HERALD_SMTP_URL: smtp[s]://user:pass@host:port?tls=...
+	SMTP             SMTP          // parsed from SMTPURL
+	SMTPPoolSize     int           // HERALD_SMTP_POOL: pooled relay connections
+	SMTPTimeout      time.Duration // HERALD_SMTP_TIMEOUT: per dial and per command
+	HELO             string        // HERALD_HELO: name announced to the relay
+	MessageIDDomain  string        // HERALD_MESSAGE_ID_DOMAIN: right-hand side of Message-IDs
+	Workers          int           // HERALD_WORKERS: concurrent send jobs per process
+	FetchCooldown    time.Duration // HERALD_FETCH_COOLDOWN: River's minimum pause between fetches
+	MaxAttempts      int           // HERALD_SEND_MAX_ATTEMPTS: deliveries tried before a message fails
+	RetryBase        time.Duration // HERALD_RETRY_BASE: first retry delay, doubled each attempt
+	RetryMax         time.Duration // HERALD_RETRY_MAX: retry delay cap
+	ShutdownTimeout  time.Duration // HERALD_SHUTDOWN_TIMEOUT: how long SIGTERM waits for in-flight work
+	DevSMTPAddr      string        // HERALD_DEV_SMTP_ADDR: capture SMTP server of `herald dev`
+	LogLevel         string        // HERALD_LOG_LEVEL: debug, info, warn, error
+	LogFormat        string        // HERALD_LOG_FORMAT: text or json
+	MaxBodyBytes     int64         // HERALD_MAX_BODY_BYTES: JSON request body limit
+	MaxImportBytes   int64         // HERALD_MAX_IMPORT_BYTES: contact import body limit
+	KeyCacheTTL      time.Duration // HERALD_KEY_CACHE_TTL: how long a checked API key is trusted
+	DBPool           int           // HERALD_DB_POOL: database connections per process
+	MarketingWorkers int           // HERALD_MARKETING_WORKERS: concurrent marketing send jobs per process
+	HashKey          string        // HERALD_HASH_KEY: key of the suppression list's address hashes (never rotate)
+	TokenKeys        string        // HERALD_TOKEN_KEYS: unsubscribe token keys "id:secret,..." (first signs)
+	InboundAddr      string        // HERALD_INBOUND_ADDR: SMTP listener for mailto unsubscribes (empty: off)
+	InboundDomain    string        // HERALD_INBOUND_DOMAIN: domain of the mailto unsubscribe addresses
+	DKIMKeys         string        // HERALD_DKIM_KEYS: "domain:selector:/path/key.pem,..." signing keys per sender domain
+	SubscribeTTL     time.Duration // HERALD_SUBSCRIBE_TTL: how long a double opt-in confirmation link stays valid
 }
 
 // Default returns the configuration used when nothing is set: a local development setup.
 func Default() Config {
 	return Config{
-		Addr:            "127.0.0.1:8080",
-		BaseURL:         "http://127.0.0.1:8080",
-		SMTPURL:         "smtp://127.0.0.1:1025?tls=none",
-		SMTPPoolSize:    16,
-		SMTPTimeout:     30 * time.Second,
-		Workers:         64,
-		FetchCooldown:   20 * time.Millisecond,
-		MaxAttempts:     12,
-		RetryBase:       30 * time.Second,
-		RetryMax:        2 * time.Hour,
-		ShutdownTimeout: 30 * time.Second,
-		DevSMTPAddr:     "127.0.0.1:1025",
-		LogLevel:        "info",
-		LogFormat:       "text",
-		MaxBodyBytes:    1 << 20,
-		MaxImportBytes:  512 << 20,
-		KeyCacheTTL:     5 * time.Second,
-		DBPool:          20,
+		Addr:             "127.0.0.1:8080",
+		BaseURL:          "http://127.0.0.1:8080",
+		SMTPURL:          "smtp://127.0.0.1:1025?tls=none",
+		SMTPPoolSize:     16,
+		SMTPTimeout:      30 * time.Second,
+		Workers:          64,
+		FetchCooldown:    20 * time.Millisecond,
+		MaxAttempts:      12,
+		RetryBase:        30 * time.Second,
+		RetryMax:         2 * time.Hour,
+		ShutdownTimeout:  30 * time.Second,
+		DevSMTPAddr:      "127.0.0.1:1025",
+		LogLevel:         "info",
+		LogFormat:        "text",
+		MaxBodyBytes:     1 << 20,
+		MaxImportBytes:   512 << 20,
+		KeyCacheTTL:      5 * time.Second,
+		DBPool:           20,
+		MarketingWorkers: 64,
+		SubscribeTTL:     72 * time.Hour,
 	}
 }
 
@@ -144,6 +153,13 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	bytes("HERALD_MAX_IMPORT_BYTES", &c.MaxImportBytes)
 	dur("HERALD_KEY_CACHE_TTL", &c.KeyCacheTTL)
 	integer("HERALD_DB_POOL", &c.DBPool)
+	integer("HERALD_MARKETING_WORKERS", &c.MarketingWorkers)
+	str("HERALD_HASH_KEY", &c.HashKey)
+	str("HERALD_TOKEN_KEYS", &c.TokenKeys)
+	str("HERALD_INBOUND_ADDR", &c.InboundAddr)
+	str("HERALD_INBOUND_DOMAIN", &c.InboundDomain)
+	str("HERALD_DKIM_KEYS", &c.DKIMKeys)
+	dur("HERALD_SUBSCRIBE_TTL", &c.SubscribeTTL)
 	if len(errs) > 0 {
 		return c, errors.Join(errs...)
 	}
@@ -170,6 +186,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HELO == "" {
 		c.HELO = u.Hostname()
+	}
+	if c.InboundDomain == "" {
+		c.InboundDomain = u.Hostname()
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
