@@ -71,7 +71,7 @@ func TestDecide(t *testing.T) {
 		{a.ID, 0, "erased@example.com", "transactional", "", false, consent.ReasonErased},
 		{a.ID, 0, "complain@example.com", "transactional", "", false, consent.ReasonComplaint},
 		{a.ID, 0, "manual@example.com", "transactional", "", false, consent.ReasonManual},
-		{a.ID, 0, "unsub@example.com", "transactional", "", true, ""}, // account mail is not opted out of
+		{a.ID, 0, "unsub@example.com", "transactional", "", true, ""},       // account mail is not opted out of
 		{other.ID, 0, "bounced@example.com", "transactional", "", true, ""}, // lists are per workspace
 		{a.ID, granted, "granted@example.com", "marketing", "news", true, ""},
 		{a.ID, granted, "granted@example.com", "marketing", "promotions", false, consent.ReasonNoConsent},
