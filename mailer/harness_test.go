@@ -54,6 +54,9 @@ type setupOpts struct {
 	poolSize    int           // relay connections (default 4)
 	cooldown    time.Duration // River FetchCooldown (default 5ms)
 	keep        int           // capture server's Keep
+	// noConsentCheck skips the consent decision (benchmarks of its cost only).
+	noConsentCheck bool
+	dbPool         int // database connections (default 20, HERALD_DB_POOL's default)
 }
 
 func setup(t testing.TB, o setupOpts) *bundle {
@@ -63,7 +66,7 @@ func setup(t testing.TB, o setupOpts) *bundle {
 	if os.Getenv("HERALD_TEST_LOG") != "" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	pool, err := db.Open(ctx, dbtest.NewDB(t), 20) // the production default (HERALD_DB_POOL)
+	pool, err := db.Open(ctx, dbtest.NewDB(t), int32(cmp.Or(o.dbPool, 20))) // default: HERALD_DB_POOL's
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,8 +89,12 @@ func setup(t testing.TB, o setupOpts) *bundle {
 	b.metrics = mailer.NewMetrics(reg)
 	b.consent = &consent.Service{Keys: consent.DevKeys(), Metrics: consent.NewMetrics(reg), Logger: logger}
 	workers := river.NewWorkers()
-	river.AddWorker(workers, &mailer.SendWorker{DB: b.pool, Consent: b.consent, Relay: relay, Metrics: b.metrics, Logger: logger,
-		RetryBase: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond, SMTPTimeout: 5 * time.Second})
+	sw := &mailer.SendWorker{DB: b.pool, Consent: b.consent, Relay: relay, Metrics: b.metrics, Logger: logger,
+		RetryBase: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond, SMTPTimeout: 5 * time.Second}
+	if o.noConsentCheck {
+		mailer.WithoutConsentCheck(sw)
+	}
+	river.AddWorker(workers, sw)
 	qo := queue.Options{Logger: logger, FetchCooldown: cmp.Or(o.cooldown, 5*time.Millisecond)}
 	if !o.noWorkers {
 		qo.Workers = workers

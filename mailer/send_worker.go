@@ -46,6 +46,9 @@ type SendWorker struct {
 	RetryMax  time.Duration // cap on the retry delay
 	// SMTPTimeout bounds one delivery; the job's timeout is derived from it.
 	SMTPTimeout time.Duration
+
+	// decide replaces Consent.Decide in benchmarks that measure what the decision costs.
+	decide func(context.Context, db.Querier, consent.Request) (consent.Decision, error)
 }
 
 // NextRetry backs off exponentially from RetryBase, capped at RetryMax, with ±10% jitter so
@@ -156,7 +159,11 @@ func (w *SendWorker) prepare(ctx context.Context, q dbtx, job *river.Job[SendArg
 	// Decide reads the suppression list (and, for marketing, the ledger) now, after the message
 	// is claimed and immediately before the hand-off: a later change cannot be missed by an
 	// earlier read.
-	d, err := w.Consent.Decide(ctx, q, consent.Request{
+	decide := w.Consent.Decide
+	if w.decide != nil {
+		decide = w.decide
+	}
+	d, err := decide(ctx, q, consent.Request{
 		WorkspaceID: m.WorkspaceID, ContactID: m.ContactID, Address: m.To, Stream: m.Stream, Purpose: m.Purpose,
 	})
 	if err != nil {
