@@ -88,7 +88,7 @@ func Default() Config {
 		MaxImportBytes:   512 << 20,
 		KeyCacheTTL:      5 * time.Second,
 		DBPool:           20,
-		MarketingWorkers: 64,
+		MarketingWorkers: 12,
 		SubscribeTTL:     72 * time.Hour,
 	}
 }
@@ -197,6 +197,12 @@ func (c *Config) Validate() error {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("HERALD_LOG_FORMAT: %q is not text or json", c.LogFormat)
+	}
+	// A marketing send holds a database connection from its consent decision to the recorded
+	// hand-off; the rest of the pool must stay free for transactional sends, River and the API.
+	if c.MarketingWorkers > c.DBPool-4 {
+		return fmt.Errorf("HERALD_MARKETING_WORKERS (%d) must be at most HERALD_DB_POOL - 4 (%d): each marketing send holds a database connection through its SMTP hand-off",
+			c.MarketingWorkers, c.DBPool-4)
 	}
 	if c.RetryMax < c.RetryBase {
 		return errors.New("HERALD_RETRY_MAX must not be below HERALD_RETRY_BASE")

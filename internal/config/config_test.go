@@ -57,7 +57,8 @@ func TestFromEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.DatabaseURL != "postgres://from-file/herald" || c.Workers != 8 || c.RetryBase != time.Second ||
-		c.BaseURL != "https://mail.acme.example" || c.MessageIDDomain != "mail.acme.example" || c.SMTP.Port != 1025 {
+		c.BaseURL != "https://mail.acme.example" || c.MessageIDDomain != "mail.acme.example" || c.SMTP.Port != 1025 ||
+		c.InboundDomain != "mail.acme.example" || c.MarketingWorkers != 12 {
 		t.Errorf("config = %+v", c)
 	}
 	for _, tc := range []struct {
@@ -73,6 +74,8 @@ func TestFromEnv(t *testing.T) {
 		{map[string]string{"DATABASE_URL": "x", "HERALD_LOG_LEVEL": "loud"}, "HERALD_LOG_LEVEL"},
 		{map[string]string{"DATABASE_URL": "x", "HERALD_RETRY_BASE": "3h"}, "HERALD_RETRY_MAX"},
 		{map[string]string{"DATABASE_URL_FILE": "/nonexistent/file"}, "DATABASE_URL_FILE"},
+		{map[string]string{"DATABASE_URL": "x", "HERALD_DB_POOL": "10", "HERALD_MARKETING_WORKERS": "8"}, "HERALD_MARKETING_WORKERS"},
+		{map[string]string{"DATABASE_URL": "x", "HERALD_SUBSCRIBE_TTL": "forever"}, "HERALD_SUBSCRIBE_TTL"},
 	} {
 		if _, err := config.FromEnv(env(tc.env)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("FromEnv(%v) = %v, want error naming %s", tc.env, err, tc.want)
