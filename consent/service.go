@@ -30,6 +30,12 @@ type Metrics struct {
 	Blocked *prometheus.CounterVec
 	// Events counts ledger events, by action and source.
 	Events *prometheus.CounterVec
+	// Unsubscribes counts withdrawals made by recipients, by channel (one_click, mailto,
+	// preference_centre, unsubscribe_all).
+	Unsubscribes *prometheus.CounterVec
+	// SubscribeRequests counts double opt-in requests by outcome (sent, confirmed, throttled,
+	// suppressed, expired).
+	SubscribeRequests *prometheus.CounterVec
 }
 
 // NewMetrics registers the consent metrics with reg.
@@ -43,7 +49,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "herald_consent_events_total",
 			Help: "Consent ledger events recorded, by action and source.",
 		}, []string{"action", "source"}),
+		Unsubscribes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_unsubscribes_total",
+			Help: "Withdrawals made by recipients, by channel.",
+		}, []string{"channel"}),
+		SubscribeRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_subscribe_requests_total",
+			Help: "Double opt-in requests, by outcome.",
+		}, []string{"outcome"}),
 	}
-	reg.MustRegister(m.Blocked, m.Events)
+	reg.MustRegister(m.Blocked, m.Events, m.Unsubscribes, m.SubscribeRequests)
 	return m
 }
