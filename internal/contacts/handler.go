@@ -118,6 +118,10 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// ExternalIDParam returns the request's decoded and checked {external_id} path segment, or a 422
+// problem; other packages' routes under /contacts/{external_id} use it so ids are read one way.
+func ExternalIDParam(r *http.Request) (string, error) { return externalIDParam(r) }
+
 // externalIDParam returns the decoded {external_id} path segment. chi matches on the escaped path
 // when the URL has one (so an id may hold an encoded "/"), and on the decoded path otherwise.
 func externalIDParam(r *http.Request) (string, error) {
