@@ -4,6 +4,3 @@ import "github.com/go-chi/chi/v5"
 
 // Temporary: replaced by subscribe.go.
 func (h *Handler) confirmRoutes(r chi.Router) {}
-
-// Limits is replaced by subscribe.go.
-type Limits struct{}
