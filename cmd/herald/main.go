@@ -26,6 +26,8 @@ commands:
   migrate               apply Herald's and River's database migrations
   keys create --workspace NAME --scopes s1,s2
                         create an API key (and the workspace if new); prints only the key
+  consent verify --workspace NAME
+                        check the workspace's consent ledger hash chain
 
 configuration comes from DATABASE_URL and HERALD_* environment variables (see README.md)
 `
@@ -48,6 +50,8 @@ func run(ctx context.Context, args []string, stdout, stderr *os.File, getenv fun
 		err = cmdMigrate(ctx, args[1:], stderr, getenv)
 	case "keys":
 		err = cmdKeys(ctx, args[1:], stdout, stderr, getenv)
+	case "consent":
+		err = cmdConsent(ctx, args[1:], stdout, stderr, getenv)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
