@@ -2,15 +2,26 @@ package mailer
 
 import (
 	"fmt"
+	"log/slog"
 	"net/mail"
 	"sort"
 
 	gomail "github.com/wneessen/go-mail"
 )
 
+// composeOpts is what compose adds beyond the stored message.
+type composeOpts struct {
+	// List is set for marketing messages, which may not be composed without it.
+	List   *listInfo
+	DKIM   *DKIM
+	Logger *slog.Logger
+}
+
 // compose builds the MIME message for m: its fixed Message-ID, plain text with an HTML
-// alternative, and the client's allow-listed headers.
-func compose(m *Message) (*gomail.Msg, error) {
+// alternative, and the client's allow-listed headers. A marketing message also gets
+// List-Unsubscribe (https and mailto), List-Unsubscribe-Post, List-Id and a visible unsubscribe
+// link in each part. Last, the message is DKIM-signed when its From domain has a key.
+func compose(m *Message, o composeOpts) (*gomail.Msg, error) {
 	msg := gomail.NewMsg()
 	from := mail.Address{Name: m.FromName, Address: m.From}
 	to := mail.Address{Name: m.ToName, Address: m.To}
@@ -36,14 +47,34 @@ func compose(m *Message) (*gomail.Msg, error) {
 		msg.SetGenHeader(gomail.Header(k), m.Headers[k])
 	}
 	msg.SetGenHeader("X-Herald-Stream", m.Stream)
+	text, htmlBody := m.Text, m.HTML
+	if m.Stream == StreamMarketing {
+		if o.List == nil {
+			return nil, fmt.Errorf("compose: marketing message %s without unsubscribe headers", m.ID)
+		}
+		// go-mail writes both RFC 8058 fields and refuses a link that is not https.
+		if err := msg.SetListUnsubscribeOneClick(o.List.URL, o.List.Mailto); err != nil {
+			return nil, fmt.Errorf("compose: list-unsubscribe: %w", err)
+		}
+		msg.SetGenHeaderPreformatted("List-Id", o.List.ListID)
+		if text != "" || htmlBody == "" {
+			text = withTextFooter(text, o.List.URL)
+		}
+		if htmlBody != "" {
+			htmlBody = withHTMLFooter(htmlBody, o.List.URL)
+		}
+	}
 	switch {
-	case m.Text != "" && m.HTML != "":
-		msg.SetBodyString(gomail.TypeTextPlain, m.Text)
-		msg.AddAlternativeString(gomail.TypeTextHTML, m.HTML)
-	case m.HTML != "":
-		msg.SetBodyString(gomail.TypeTextHTML, m.HTML)
+	case text != "" && htmlBody != "":
+		msg.SetBodyString(gomail.TypeTextPlain, text)
+		msg.AddAlternativeString(gomail.TypeTextHTML, htmlBody)
+	case htmlBody != "":
+		msg.SetBodyString(gomail.TypeTextHTML, htmlBody)
 	default:
-		msg.SetBodyString(gomail.TypeTextPlain, m.Text)
+		msg.SetBodyString(gomail.TypeTextPlain, text)
+	}
+	if err := o.DKIM.sign(msg, m.From, o.Logger); err != nil {
+		return nil, fmt.Errorf("compose: %w", err)
 	}
 	return msg, nil
 }

@@ -57,7 +57,14 @@ type setupOpts struct {
 	// noConsentCheck skips the consent decision (benchmarks of its cost only).
 	noConsentCheck bool
 	dbPool         int // database connections (default 20, HERALD_DB_POOL's default)
+	dkim           *mailer.DKIM
 }
+
+// Where the harness's marketing mail points its unsubscribe links and List-Id.
+const (
+	testBaseURL       = "https://herald.test"
+	testInboundDomain = "in.herald.test"
+)
 
 func setup(t testing.TB, o setupOpts) *bundle {
 	t.Helper()
@@ -90,7 +97,8 @@ func setup(t testing.TB, o setupOpts) *bundle {
 	b.consent = &consent.Service{Keys: consent.DevKeys(), Metrics: consent.NewMetrics(reg), Logger: logger}
 	workers := river.NewWorkers()
 	sw := &mailer.SendWorker{DB: b.pool, Consent: b.consent, Relay: relay, Metrics: b.metrics, Logger: logger,
-		RetryBase: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond, SMTPTimeout: 5 * time.Second}
+		RetryBase: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond, SMTPTimeout: 5 * time.Second,
+		BaseURL: testBaseURL, InboundDomain: testInboundDomain, DKIM: o.dkim}
 	if o.noConsentCheck {
 		mailer.WithoutConsentCheck(sw)
 	}

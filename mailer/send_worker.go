@@ -46,6 +46,14 @@ type SendWorker struct {
 	RetryMax  time.Duration // cap on the retry delay
 	// SMTPTimeout bounds one delivery; the job's timeout is derived from it.
 	SMTPTimeout time.Duration
+	// BaseURL is the public https origin of the unsubscribe pages (https://BASE/u/TOKEN).
+	BaseURL string
+	// InboundDomain receives unsubscribe+TOKEN@ mail and is the domain part of List-Id.
+	InboundDomain string
+	// DKIM signs messages whose From domain has a key; nil signs nothing.
+	DKIM *DKIM
+
+	lists listCache
 
 	// decide replaces Consent.Decide in benchmarks that measure what the decision costs.
 	decide func(context.Context, db.Querier, consent.Request) (consent.Decision, error)
@@ -79,7 +87,7 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 	if err != nil || !proceed {
 		return err
 	}
-	res, sendErr := w.deliver(ctx, &m)
+	res, sendErr := w.deliver(ctx, w.DB, &m)
 	// Once the relay has answered, the answer must be recorded even if we are shutting down:
 	// losing a "sent" would send the message again.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
@@ -109,7 +117,7 @@ func (w *SendWorker) workMarketing(ctx context.Context, job *river.Job[SendArgs]
 		}
 		return nil
 	}
-	res, sendErr := w.deliver(ctx, &m)
+	res, sendErr := w.deliver(ctx, tx, &m)
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
 	retryErr := w.record(rctx, tx, job, &m, res, sendErr)
@@ -121,9 +129,20 @@ func (w *SendWorker) workMarketing(ctx context.Context, job *river.Job[SendArgs]
 	return retryErr
 }
 
-// deliver composes m and hands it to the relay, timing the hand-off.
-func (w *SendWorker) deliver(ctx context.Context, m *Message) (SendResult, error) {
-	msg, err := compose(m)
+// deliver composes m and hands it to the relay, timing the hand-off. A marketing message's list
+// headers are read on q, the transaction holding its consent decision.
+func (w *SendWorker) deliver(ctx context.Context, q db.Querier, m *Message) (SendResult, error) {
+	o := composeOpts{DKIM: w.DKIM, Logger: w.Logger}
+	if m.Stream == StreamMarketing {
+		list, err := w.listInfo(ctx, q, m)
+		if err != nil {
+			// Missing configuration or a database error: worth retrying, never a reason to send
+			// marketing mail without its unsubscribe headers.
+			return SendResult{Reply: err.Error(), Temporary: true}, err
+		}
+		o.List = list
+	}
+	msg, err := compose(m, o)
 	if err != nil {
 		return SendResult{Reply: err.Error()}, err
 	}

@@ -1,0 +1,140 @@
+package mailer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"html"
+	"mime"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"herald/consent"
+	"herald/internal/db"
+)
+
+// listInfo is what a marketing message carries so that its recipient can leave: the personal
+// unsubscribe link (RFC 8058 one-click target and preference centre), the mailto alternative, and
+// the List-Id field (RFC 2919).
+type listInfo struct {
+	URL    string
+	Mailto string
+	ListID string
+}
+
+// listCacheTTL bounds how long a purpose's id and title and a workspace's name are reused from
+// the worker's cache. They are read for every marketing send and almost never change; a renamed
+// title reaches List-Id within this time.
+const listCacheTTL = time.Minute
+
+type listKey struct {
+	workspaceID int64
+	purpose     string
+}
+
+type listEntry struct {
+	purposeID int64
+	title     string
+	workspace string
+	expires   time.Time
+}
+
+// listCache is a SendWorker's cache of the purpose and workspace facts marketing headers need.
+// Entries are replaced when stale; their number is bounded by the purposes that exist.
+type listCache struct {
+	m sync.Map // listKey -> listEntry
+}
+
+// listInfo builds m's unsubscribe link, mailto address and List-Id on q (for marketing, the
+// transaction holding the consent decision).
+func (w *SendWorker) listInfo(ctx context.Context, q db.Querier, m *Message) (*listInfo, error) {
+	if m.ContactID == nil || m.Purpose == "" {
+		return nil, errors.New("list headers: a marketing message needs its contact and purpose")
+	}
+	if u, err := url.Parse(w.BaseURL); err != nil || u.Scheme != "https" || u.Host == "" || w.InboundDomain == "" {
+		return nil, errors.New("list headers: marketing needs BaseURL (https) and InboundDomain configured")
+	}
+	key := listKey{m.WorkspaceID, m.Purpose}
+	e, ok := w.lists.m.Load(key)
+	entry, _ := e.(listEntry)
+	if !ok || time.Now().After(entry.expires) {
+		p, err := consent.PurposeGet(ctx, q, m.WorkspaceID, m.Purpose)
+		if err != nil {
+			return nil, fmt.Errorf("list headers: %w", err)
+		}
+		entry = listEntry{purposeID: p.ID, title: p.Title, expires: time.Now().Add(listCacheTTL)}
+		if err := q.QueryRow(ctx, `SELECT name FROM workspaces WHERE id = $1`, m.WorkspaceID).Scan(&entry.workspace); err != nil {
+			return nil, fmt.Errorf("list headers: workspace name: %w", err)
+		}
+		w.lists.m.Store(key, entry)
+	}
+	token := w.Consent.Keys.Token(consent.Recipient{WorkspaceID: m.WorkspaceID, ContactID: *m.ContactID, PurposeID: entry.purposeID})
+	return &listInfo{
+		URL:    consent.UnsubscribeURL(w.BaseURL, token),
+		Mailto: consent.UnsubscribeMailto(w.InboundDomain, token),
+		ListID: listIDValue(entry.title, m.Purpose, entry.workspace, w.InboundDomain),
+	}, nil
+}
+
+// maxListTitle bounds the title's bytes in List-Id, keeping the field well under 998 bytes.
+const maxListTitle = 200
+
+var listLabelRE = regexp.MustCompile(`[^a-z0-9_-]+`)
+
+// listIDValue is the List-Id field value: the purpose's title as a phrase, then
+// <purpose.workspace.domain>. The title is user data: control characters (CR, LF among them)
+// become spaces, and it is written as a quoted-string (ASCII) or as base64 encoded-words, whose
+// alphabet cannot end the phrase or the field.
+func listIDValue(title, purpose, workspace, domain string) string {
+	id := "<" + listLabel(purpose) + "." + listLabel(workspace) + "." + domain + ">"
+	title = strings.Join(strings.FieldsFunc(strings.ToValidUTF8(title, ""), func(r rune) bool {
+		return unicode.IsControl(r) || unicode.IsSpace(r)
+	}), " ")
+	for len(title) > maxListTitle {
+		_, n := utf8.DecodeLastRuneInString(title)
+		title = title[:len(title)-n]
+	}
+	if title == "" {
+		return id
+	}
+	ascii := strings.IndexFunc(title, func(r rune) bool { return r >= utf8.RuneSelf }) < 0
+	if ascii {
+		return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(title) + `" ` + id
+	}
+	// Encoded-words are at most 75 bytes each and separated by spaces; fold between them.
+	return strings.ReplaceAll(mime.BEncoding.Encode("utf-8", title), "?= =?", "?=\r\n =?") + "\r\n " + id
+}
+
+// listLabel makes a purpose or workspace name a safe List-Id label.
+func listLabel(s string) string {
+	s = strings.Trim(listLabelRE.ReplaceAllString(strings.ToLower(s), "-"), "-")
+	if s == "" {
+		return "x"
+	}
+	return s
+}
+
+const unsubscribeText = "Unsubscribe or manage your preferences"
+
+var bodyCloseRE = regexp.MustCompile(`(?i)</body\s*>`)
+
+// withHTMLFooter adds the visible unsubscribe link before the last </body>, or at the end.
+func withHTMLFooter(body, link string) string {
+	footer := `<p style="font-size:12px;color:#666666;margin-top:24px"><a href="` + html.EscapeString(link) + `">` +
+		unsubscribeText + `</a></p>`
+	if locs := bodyCloseRE.FindAllStringIndex(body, -1); len(locs) > 0 {
+		at := locs[len(locs)-1][0]
+		return body[:at] + footer + body[at:]
+	}
+	return body + footer
+}
+
+// withTextFooter adds the visible unsubscribe link after a signature separator.
+func withTextFooter(body, link string) string {
+	return body + "\n\n--\n" + unsubscribeText + ": " + link + "\n"
+}
