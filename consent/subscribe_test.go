@@ -684,3 +684,47 @@ func TestSubscribeExpiryWorker(t *testing.T) {
 		t.Fatal("periodic job")
 	}
 }
+
+// TestLimitsClientKey: IPv6 clients share a bucket per /64, IPv4-mapped addresses count as IPv4,
+// and IPv4 addresses have a bucket each.
+func TestLimitsClientKey(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	l := &consent.Limits{PerIP: consent.Rate{PerMinute: 60, Burst: 1}, Now: func() time.Time { return now }}
+	for _, tc := range []struct {
+		addr string
+		ok   bool
+	}{
+		{"[2001:db8::1]:1234", true},
+		{"[2001:db8::ffff:2]:80", false}, // same /64
+		{"[2001:db8:0:1::1]:80", true},   // next /64
+		{"1.2.3.4:80", true},
+		{"[::ffff:1.2.3.4]:81", false}, // the same IPv4 client
+		{"1.2.3.5:80", true},
+		{"not an address", true},
+		{"not an address", false},
+	} {
+		ok, wait := l.AllowIP(tc.addr)
+		if ok != tc.ok || (!ok && wait != time.Second) {
+			t.Errorf("AllowIP(%q) = %v, %v; want %v", tc.addr, ok, wait, tc.ok)
+		}
+	}
+}
+
+// TestLimitsBounded: a flood of distinct clients does not grow the buckets without end, and
+// buckets that have refilled are the ones forgotten first.
+func TestLimitsBounded(t *testing.T) {
+	t.Parallel()
+	c := &subClock{t: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
+	l := &consent.Limits{PerIP: consent.Rate{PerMinute: 60, Burst: 1}, Now: c.Now}
+	if ok, _ := l.AllowIP("192.0.2.1:1"); !ok {
+		t.Fatal("first request refused")
+	}
+	for i := range 100_000 {
+		l.AllowIP(fmt.Sprintf("10.%d.%d.%d:1", i>>16, i>>8&0xff, i&0xff))
+	}
+	// The table was full of empty buckets and has been cleared: 192.0.2.1 starts afresh.
+	if ok, _ := l.AllowIP("192.0.2.1:1"); !ok {
+		t.Fatal("bucket kept past the bound")
+	}
+}
