@@ -73,6 +73,8 @@ func apiSetup(t *testing.T) *apiBundle {
 	r := chi.NewRouter()
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(workspace.Auth(b.pool, logger))
+		// As in cmd/herald: the contacts API shares the /contacts prefix.
+		(&contacts.Handler{DB: b.pool, Logger: logger}).Routes(r)
 		h.Routes(r)
 	})
 	b.srv = httptest.NewServer(r)
@@ -198,6 +200,12 @@ func (b *apiBundle) apiContacts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Ids that collide with the contacts API's own paths.
+	for _, id := range []string{"import", "a/b"} {
+		if _, _, err := contacts.Upsert(context.Background(), b.pool, b.wsA, contacts.Input{ExternalID: id, Email: "odd@example.com"}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func TestAPIConsents(t *testing.T) {
@@ -265,13 +273,22 @@ func TestAPIConsents(t *testing.T) {
 	if n, err := consent.Verify(context.Background(), b.pool, b.wsA); err != nil || n != 3 {
 		t.Fatalf("verify: %d %v", n, err)
 	}
+	for _, path := range []string{"/v1/contacts/import/consents", "/v1/contacts/a%2Fb/consents"} {
+		res = b.call(t, http.MethodPost, path, "contacts", map[string]any{"purpose": "news", "action": "withdrawn"})
+		if res.Status != http.StatusCreated {
+			t.Fatalf("POST %s: %d %s", path, res.Status, res.Raw)
+		}
+		if res = b.call(t, http.MethodGet, path, "contacts", nil); res.Status != http.StatusOK || len(res.Body["history"].([]any)) != 1 {
+			t.Fatalf("GET %s: %d %s", path, res.Status, res.Raw)
+		}
+	}
 
 	// Source admin needs the admin scope and is audited.
 	b.call(t, http.MethodPost, "/v1/contacts/crm-alice/consents", "contacts", map[string]any{
 		"purpose": "news", "action": "withdrawn", "source": "admin"}).RequireProblem(t, http.StatusForbidden, "")
 	res = b.call(t, http.MethodPost, "/v1/contacts/crm-alice/consents", "admin", map[string]any{
 		"purpose": "news", "action": "withdrawn", "source": "admin"})
-	if res.Status != http.StatusCreated {
+	if res.Status != http.StatusCreated || res.Body["event"].(map[string]any)["seq"] != 6.0 {
 		t.Fatalf("admin: %d %s", res.Status, res.Raw)
 	}
 	id := res.Body["event"].(map[string]any)["id"].(float64)
