@@ -115,16 +115,12 @@ type purposeChoice struct {
 // loadPreferences reads the page of r's contact. Errors as for Unsubscribe.
 func (h *Handler) loadPreferences(ctx context.Context, r Recipient) (preferencesView, error) {
 	var v preferencesView
+	if _, err := tokenPurpose(ctx, h.DB, r); err != nil {
+		return v, err
+	}
 	addr, err := contactAddress(ctx, h.DB, r.WorkspaceID, r.ContactID, false)
 	if err != nil {
 		return v, err
-	}
-	if r.PurposeID != 0 {
-		if _, err := PurposeByID(ctx, h.DB, r.WorkspaceID, r.PurposeID); errors.Is(err, db.ErrNotFound) {
-			return v, fmt.Errorf("purpose %d is not the workspace's: %w", r.PurposeID, ErrBadToken)
-		} else if err != nil {
-			return v, err
-		}
 	}
 	if err := h.DB.QueryRow(ctx, `SELECT name FROM workspaces WHERE id = $1`, r.WorkspaceID).Scan(&v.Workspace); err != nil {
 		return v, fmt.Errorf("load preferences: %w", err)

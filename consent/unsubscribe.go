@@ -41,6 +41,10 @@ const ActorRecipient = "recipient"
 // wrapping ErrContactGone for an erased contact, one wrapping ErrBadToken when the workspace or
 // purpose named does not exist (a purpose id of another workspace included).
 func (s *Service) Unsubscribe(ctx context.Context, tx pgx.Tx, r Recipient, channel string, ev Evidence) (changed bool, err error) {
+	p, err := tokenPurpose(ctx, tx, r)
+	if err != nil {
+		return false, fmt.Errorf("unsubscribe: %w", err)
+	}
 	addr, err := contactAddress(ctx, tx, r.WorkspaceID, r.ContactID, true)
 	if err != nil {
 		return false, fmt.Errorf("unsubscribe: %w", err)
@@ -57,7 +61,7 @@ func (s *Service) Unsubscribe(ctx context.Context, tx pgx.Tx, r Recipient, chann
 			return false, fmt.Errorf("unsubscribe: %w", err)
 		}
 	} else {
-		changed, err = s.withdrawOne(ctx, tx, r, source, channel, ev)
+		changed, err = s.withdrawOne(ctx, tx, r, p, source, channel, ev)
 		if err != nil {
 			return false, fmt.Errorf("unsubscribe: %w", err)
 		}
@@ -68,16 +72,9 @@ func (s *Service) Unsubscribe(ctx context.Context, tx pgx.Tx, r Recipient, chann
 	return changed, nil
 }
 
-func (s *Service) withdrawOne(ctx context.Context, tx pgx.Tx, r Recipient, source, channel string, ev Evidence) (bool, error) {
-	p, err := PurposeByID(ctx, tx, r.WorkspaceID, r.PurposeID)
-	if errors.Is(err, db.ErrNotFound) {
-		return false, fmt.Errorf("purpose %d is not the workspace's: %w", r.PurposeID, ErrBadToken)
-	}
-	if err != nil {
-		return false, err
-	}
+func (s *Service) withdrawOne(ctx context.Context, tx pgx.Tx, r Recipient, p Purpose, source, channel string, ev Evidence) (bool, error) {
 	var status string
-	err = tx.QueryRow(ctx, `SELECT status FROM consent_state
+	err := tx.QueryRow(ctx, `SELECT status FROM consent_state
 		WHERE workspace_id = $1 AND contact_id = $2 AND purpose = $3 FOR UPDATE`,
 		r.WorkspaceID, r.ContactID, p.Name).Scan(&status)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
@@ -92,6 +89,19 @@ func (s *Service) withdrawOne(ctx context.Context, tx pgx.Tx, r Recipient, sourc
 		Action: ActionWithdrawn, Source: source, LawfulBasis: BasisConsent, NoticeVersion: p.NoticeVersion,
 		Actor: ActorRecipient, Proof: map[string]string{"channel": channel}, Evidence: &ev})
 	return err == nil, err
+}
+
+// tokenPurpose returns the purpose a token names (the zero Purpose for none). A purpose id that is
+// not the workspace's, or a workspace that does not exist, wraps ErrBadToken.
+func tokenPurpose(ctx context.Context, q db.Querier, r Recipient) (Purpose, error) {
+	if r.PurposeID == 0 {
+		return Purpose{}, nil
+	}
+	p, err := PurposeByID(ctx, q, r.WorkspaceID, r.PurposeID)
+	if errors.Is(err, db.ErrNotFound) {
+		return p, fmt.Errorf("purpose %d is not the workspace's: %w", r.PurposeID, ErrBadToken)
+	}
+	return p, err
 }
 
 // UnsubscribeAll withdraws every grant the contact holds and puts its address on the suppression
@@ -233,14 +243,10 @@ func (h *Handler) unsubscribePost(w http.ResponseWriter, r *http.Request) {
 		h.writeMessage(w, status, "Request refused", msg)
 		return
 	}
-	if rcpt.PurposeID != 0 {
-		if _, err := PurposeByID(r.Context(), h.DB, rcpt.WorkspaceID, rcpt.PurposeID); errors.Is(err, db.ErrNotFound) {
-			h.badLink(w)
-			return
-		} else if err != nil {
-			h.failed(w, r, err)
-			return
-		}
+	// Checked before any action, so a token naming another workspace's purpose is refused
+	// whatever the form asks.
+	if _, err := tokenPurpose(r.Context(), h.DB, rcpt); h.pageError(w, r, err) {
+		return
 	}
 	switch {
 	case form.Get("List-Unsubscribe") == "One-Click":
