@@ -2,6 +2,7 @@ package mailer_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -11,11 +12,13 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
 
@@ -29,13 +32,13 @@ type dkimKeys struct {
 	records map[string]string // selector._domainkey.domain -> TXT record
 }
 
-func newDKIMKeys(t *testing.T) *dkimKeys {
+func newDKIMKeys(t testing.TB) *dkimKeys {
 	t.Helper()
 	return &dkimKeys{dir: t.TempDir(), records: map[string]string{}}
 }
 
 // write stores a PEM block in a file and returns its path.
-func (k *dkimKeys) write(t *testing.T, name, blockType string, der []byte) string {
+func (k *dkimKeys) write(t testing.TB, name, blockType string, der []byte) string {
 	t.Helper()
 	path := filepath.Join(k.dir, name)
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}), 0o600); err != nil {
@@ -45,7 +48,7 @@ func (k *dkimKeys) write(t *testing.T, name, blockType string, der []byte) strin
 }
 
 // ed25519 makes an Ed25519 key (PKCS#8 PEM) for domain and selector and returns its spec entry.
-func (k *dkimKeys) ed25519(t *testing.T, domain, selector string) string {
+func (k *dkimKeys) ed25519(t testing.TB, domain, selector string) string {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -60,7 +63,7 @@ func (k *dkimKeys) ed25519(t *testing.T, domain, selector string) string {
 }
 
 // rsa makes an RSA key of bits (PKCS#1 PEM) for domain and selector and returns its spec entry.
-func (k *dkimKeys) rsa(t *testing.T, domain, selector string, bits int) string {
+func (k *dkimKeys) rsa(t testing.TB, domain, selector string, bits int) string {
 	t.Helper()
 	priv, err := rsa.GenerateKey(rand.Reader, bits)
 	if err != nil {
@@ -284,5 +287,41 @@ func TestLoadDKIMGood(t *testing.T) {
 	slices.Sort(got)
 	if !slices.Equal(got, []string{"acme.example", "rsa.example"}) {
 		t.Errorf("Domains() = %q", got)
+	}
+}
+
+// BenchmarkMarketingDKIM measures marketing sends per second through the worker (consent check,
+// list headers, footer, signing, hand-off) unsigned, with Ed25519 and with RSA-2048 keys.
+func BenchmarkMarketingDKIM(bm *testing.B) {
+	const n = 3000
+	for _, kind := range []string{"none", "ed25519", "rsa2048"} {
+		keys := newDKIMKeys(bm)
+		var spec string
+		switch kind {
+		case "ed25519":
+			spec = keys.ed25519(bm, "acme.example", "ed1")
+		case "rsa2048":
+			spec = keys.rsa(bm, "acme.example", "r2048", 2048)
+		}
+		d, err := mailer.LoadDKIM(spec)
+		if err != nil {
+			bm.Fatal(err)
+		}
+		sink := &spanSink{}
+		b := setup(bm, setupOpts{dataHook: sink.hook, keep: -1, workers: 32, poolSize: 16, dbPool: 40,
+			cooldown: 20 * time.Millisecond, dkim: d})
+		ctx := context.Background()
+		cs := seedContacts(bm, b, b.wsA, "news", n)
+		if err := b.river.QueuePause(ctx, mailer.QueueMarketing, nil); err != nil {
+			bm.Fatal(err)
+		}
+		enqueueMarketing(bm, b, b.wsA, "news", cs)
+		if err := b.river.QueueResume(ctx, mailer.QueueMarketing, nil); err != nil {
+			bm.Fatal(err)
+		}
+		b.waitFinal(bm, b.wsA, 5*time.Minute)
+		rate := float64(n-1) / sink.last.Sub(sink.first).Seconds()
+		bm.ReportMetric(rate, "msgs/s-"+kind)
+		fmt.Printf("marketing sends through the worker, %d messages, DKIM %s: %.0f msgs/s\n", n, kind, rate)
 	}
 }
