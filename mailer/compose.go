@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/mail"
 	"sort"
+	"strings"
 
 	gomail "github.com/wneessen/go-mail"
 )
@@ -52,8 +53,12 @@ func compose(m *Message, o composeOpts) (*gomail.Msg, error) {
 		if o.List == nil {
 			return nil, fmt.Errorf("compose: marketing message %s without unsubscribe headers", m.ID)
 		}
-		// go-mail writes both RFC 8058 fields and refuses a link that is not https.
-		if err := msg.SetListUnsubscribeOneClick(o.List.URL, o.List.Mailto); err != nil {
+		// go-mail writes both RFC 8058 fields and refuses a link that is not https; the plain
+		// http link of a loopback dev server (see oneClickBase) gets the same two fields.
+		if strings.HasPrefix(o.List.URL, "http://") {
+			msg.SetListUnsubscribe(o.List.URL, o.List.Mailto)
+			msg.SetListUnsubscribePost()
+		} else if err := msg.SetListUnsubscribeOneClick(o.List.URL, o.List.Mailto); err != nil {
 			return nil, fmt.Errorf("compose: list-unsubscribe: %w", err)
 		}
 		msg.SetGenHeaderPreformatted("List-Id", o.List.ListID)

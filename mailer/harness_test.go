@@ -58,6 +58,7 @@ type setupOpts struct {
 	noConsentCheck bool
 	dbPool         int // database connections (default 20, HERALD_DB_POOL's default)
 	dkim           *mailer.DKIM
+	baseURL        string // SendWorker.BaseURL (default testBaseURL)
 }
 
 // Where the harness's marketing mail points its unsubscribe links and List-Id.
@@ -98,7 +99,7 @@ func setup(t testing.TB, o setupOpts) *bundle {
 	workers := river.NewWorkers()
 	sw := &mailer.SendWorker{DB: b.pool, Consent: b.consent, Relay: relay, Metrics: b.metrics, Logger: logger,
 		RetryBase: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond, SMTPTimeout: 5 * time.Second,
-		BaseURL: testBaseURL, InboundDomain: testInboundDomain, DKIM: o.dkim}
+		BaseURL: cmp.Or(o.baseURL, testBaseURL), InboundDomain: testInboundDomain, DKIM: o.dkim}
 	if o.noConsentCheck {
 		mailer.WithoutConsentCheck(sw)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html"
 	"mime"
+	"net"
 	"net/url"
 	"regexp"
 	"strings"
@@ -56,7 +57,7 @@ func (w *SendWorker) listInfo(ctx context.Context, q db.Querier, m *Message) (*l
 	if m.ContactID == nil || m.Purpose == "" {
 		return nil, errors.New("list headers: a marketing message needs its contact and purpose")
 	}
-	if u, err := url.Parse(w.BaseURL); err != nil || u.Scheme != "https" || u.Host == "" || w.InboundDomain == "" {
+	if !oneClickBase(w.BaseURL) || w.InboundDomain == "" {
 		return nil, errors.New("list headers: marketing needs BaseURL (https) and InboundDomain configured")
 	}
 	key := listKey{m.WorkspaceID, m.Purpose}
@@ -79,6 +80,21 @@ func (w *SendWorker) listInfo(ctx context.Context, q db.Querier, m *Message) (*l
 		Mailto: consent.UnsubscribeMailto(w.InboundDomain, token),
 		ListID: listIDValue(entry.title, m.Purpose, entry.workspace, w.InboundDomain),
 	}, nil
+}
+
+// oneClickBase reports whether base may prefix one-click links: RFC 8058 requires https; plain
+// http is accepted for a loopback host only, so that `herald dev` can send marketing mail.
+func oneClickBase(base string) bool {
+	u, err := url.Parse(base)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if u.Scheme == "https" {
+		return true
+	}
+	host := u.Hostname()
+	ip := net.ParseIP(host)
+	return u.Scheme == "http" && (host == "localhost" || ip != nil && ip.IsLoopback())
 }
 
 // maxListTitle bounds the title's bytes in List-Id, keeping the field well under 998 bytes.

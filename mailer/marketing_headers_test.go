@@ -327,3 +327,39 @@ func TestListUnsubscribeAllMarketing(t *testing.T) {
 		}
 	}
 }
+
+// TestMarketingBaseURL: one-click links need https (RFC 8058); plain http is accepted for a
+// loopback dev server only. Otherwise marketing mail waits and finally fails rather than leave
+// without working unsubscribe headers, while transactional mail is unaffected.
+func TestMarketingBaseURL(t *testing.T) {
+	t.Parallel()
+	t.Run("loopback http", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, setupOpts{baseURL: "http://127.0.0.1:8080/"})
+		m, _ := sendMarketing(t, b, "", "<p>x</p>", "x")
+		lines := headerLines(t, m.Raw)
+		lu, post := fieldValues(lines, "List-Unsubscribe"), fieldValues(lines, "List-Unsubscribe-Post")
+		if len(lu) != 1 || !regexp.MustCompile(`^<http://127\.0\.0\.1:8080/u/[a-z2-7]+>, <mailto:`).MatchString(lu[0]) ||
+			len(post) != 1 || post[0] != "List-Unsubscribe=One-Click" {
+			t.Errorf("List-Unsubscribe = %q, -Post = %q", lu, post)
+		}
+	})
+	t.Run("public http", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, setupOpts{baseURL: "http://mail.acme.example", maxAttempts: 2})
+		seedContacts(t, b, b.wsA, "news", 1)
+		id := b.send(t, b.keyA, "m1", marketingBody("<p>x</p>", "x"))
+		res := b.waitStatus(t, b.keyA, id, "failed")
+		if reason, _ := res.Body["status_reason"].(string); !strings.Contains(reason, "BaseURL (https)") {
+			t.Errorf("status_reason = %q", reason)
+		}
+		b.send(t, b.keyA, "t1", mustJSON(map[string]any{"from": "a@acme.example", "to": "x@example.com", "subject": "s", "text": "t"}))
+		msgs, err := b.smtp.WaitFor(waitCtx(t), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) != 1 || msgs[0].To[0] != "x@example.com" {
+			t.Errorf("received %d messages, first to %q; want only the transactional one", len(msgs), msgs[0].To)
+		}
+	})
+}
