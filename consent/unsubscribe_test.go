@@ -9,11 +9,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"herald/consent"
@@ -398,4 +400,70 @@ func TestOneClickConcurrent(t *testing.T) {
 		t.Fatalf("%d withdrawal events, want exactly 1", got)
 	}
 	p.verify(t)
+}
+
+// BenchmarkOneClick measures one-click withdrawals over HTTP, each of another contact (so each
+// records an event), from 8 parallel clients.
+func BenchmarkOneClick(b *testing.B) {
+	ctx := context.Background()
+	bu := setup(b)
+	ws, err := workspace.Ensure(ctx, bu.pool, "acme")
+	if err != nil {
+		b.Fatal(err)
+	}
+	news := bu.purpose(b, ws.ID, "news")
+	var ids []int64
+	err = pgx.BeginFunc(ctx, bu.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `INSERT INTO contacts (workspace_id, external_id, email)
+			SELECT $1, 'c' || i, 'c' || i || '@example.com' FROM generate_series(1, $2::int) i RETURNING id`, ws.ID, b.N)
+		if err != nil {
+			return err
+		}
+		if ids, err = pgx.CollectRows(rows, pgx.RowTo[int64]); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			e := consent.Event{WorkspaceID: ws.ID, ContactID: id, Purpose: "news", Action: consent.ActionGranted,
+				Source: consent.SourceAPI, LawfulBasis: consent.BasisConsent, Actor: "bench", NoticeVersion: 1}
+			if err := bu.svc.Record(ctx, tx, &e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tokens := make(chan string, len(ids))
+	for _, id := range ids {
+		tokens <- bu.svc.Keys.Token(consent.Recipient{WorkspaceID: ws.ID, ContactID: id, PurposeID: news.ID})
+	}
+	close(tokens)
+	r := chi.NewRouter()
+	(&consent.Handler{DB: bu.pool, Service: bu.svc}).PageRoutes(r)
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	b.SetParallelism(max(1, 8/runtime.GOMAXPROCS(0)))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := http.Post(srv.URL+"/u/"+<-tokens, "application/x-www-form-urlencoded", strings.NewReader("List-Unsubscribe=One-Click"))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Errorf("status %d", resp.StatusCode)
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "unsubscribes/s")
+	var n int
+	_ = bu.pool.QueryRow(ctx, `SELECT count(*) FROM consent_events WHERE action = 'withdrawn'`).Scan(&n)
+	if n != b.N {
+		b.Fatalf("%d withdrawals for %d requests", n, b.N)
+	}
 }
