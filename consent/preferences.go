@@ -36,7 +36,7 @@ func setPageHeaders(h http.Header) {
 
 // SavePreferences makes the contact's grants exactly the purposes named in granted, in tx: each
 // purpose whose live choice differs gets an event (granted or withdrawn, source
-// preference_centre, the purpose's current notice version), and any grant lifts an
+// preference_centre, the purpose's current notice version), and choosing any purpose lifts an
 // unsubscribed_all suppression of the address. It returns the purposes changed. An unknown
 // purpose name is a *FieldError and nothing is recorded; errors otherwise as for Unsubscribe.
 func (s *Service) SavePreferences(ctx context.Context, tx pgx.Tx, workspaceID, contactID int64, granted []string, ev Evidence) (changed []string, err error) {
@@ -84,15 +84,17 @@ func (s *Service) SavePreferences(ctx context.Context, tx pgx.Tx, workspaceID, c
 			return nil, fmt.Errorf("save preferences: %w", err)
 		}
 		changed = append(changed, p.Name)
-		if action == ActionGranted {
-			// Opting in again undoes an earlier "unsubscribe from all", and only that: a bounce
-			// or a complaint stays.
-			_, err := s.Unsuppress(ctx, tx, workspaceID, addr, ReasonUnsubscribedAll)
-			if err != nil && !errors.Is(err, db.ErrNotFound) {
-				return nil, fmt.Errorf("save preferences: %w", err)
-			}
-		} else {
+		if action == ActionWithdrawn {
 			s.Metrics.Unsubscribes.WithLabelValues(ChannelPreferenceCentre).Inc()
+		}
+	}
+	if len(want) > 0 {
+		// Asking for any purpose undoes an earlier "unsubscribe from all", and only that: a
+		// bounce or a complaint stays. This holds even when the grants were already live (an
+		// unsubscribed_all entry added by other means), or the recipient would get nothing.
+		_, err := s.Unsuppress(ctx, tx, workspaceID, addr, ReasonUnsubscribedAll)
+		if err != nil && !errors.Is(err, db.ErrNotFound) {
+			return nil, fmt.Errorf("save preferences: %w", err)
 		}
 	}
 	return changed, nil

@@ -36,8 +36,8 @@ const ActorRecipient = "recipient"
 // Unsubscribe withdraws the consent r names, on behalf of the recipient, in tx: the token's
 // purpose, or all marketing (UnsubscribeAll) when it names none. A purpose already withdrawn is
 // left alone, so a repeated unsubscribe records nothing and reports changed false. The contact row
-// is locked first, which serialises concurrent unsubscribes of one contact: of two racing
-// one-click POSTs, the second waits and then finds the withdrawal already made. Errors: one
+// is locked before the state is read, which serialises concurrent unsubscribes of one contact: of
+// two racing one-click POSTs, the second waits and then finds the withdrawal already made. Errors: one
 // wrapping ErrContactGone for an erased contact, one wrapping ErrBadToken when the workspace or
 // purpose named does not exist (a purpose id of another workspace included).
 func (s *Service) Unsubscribe(ctx context.Context, tx pgx.Tx, r Recipient, channel string, ev Evidence) (changed bool, err error) {
