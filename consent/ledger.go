@@ -1,8 +1,11 @@
 package consent
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -129,35 +132,92 @@ func printable(s string, max int) bool {
 }
 
 // Record appends e to the workspace's ledger and updates the current state of (contact, purpose),
-// in tx. It fills e's sequence number, times, commitment and hashes. The state row is locked
-// first: a withdrawal waits there for any marketing send holding the consent decision for this
-// contact and purpose, and only then takes the workspace's chain head, so waiting on a send never
-// holds up the rest of the workspace's ledger.
+// in tx. It fills e's sequence number, times, commitment and hashes. A transaction that records
+// several events must record them in one RecordAll call, not in several Record calls: see
+// RecordAll for why.
 func (s *Service) Record(ctx context.Context, tx pgx.Tx, e *Event) error {
+	return s.RecordAll(ctx, tx, []*Event{e})
+}
+
+// RecordAll appends events, all of one workspace, to its ledger in order, and updates the current
+// states, in tx. Nothing is written unless every event is valid.
+//
+// Locks are taken in one order by every writer, which is what keeps concurrent writers free of
+// deadlocks: first each contact's consent lock (a transaction-scoped advisory lock, in key order;
+// it serialises writers of a contact even before its state rows exist), then the state rows FOR
+// UPDATE (a withdrawal waits here for any marketing send holding the consent decision of this
+// contact and purpose FOR SHARE), and only then the workspace's chain head, which is held to
+// commit. Waiting on a send therefore never holds up the rest of the workspace's ledger, and no
+// transaction holds the head while it waits for a contact or a state row: which is also why a
+// transaction must not call Record twice.
+func (s *Service) RecordAll(ctx context.Context, tx pgx.Tx, events []*Event) error {
+	if len(events) == 0 {
+		return nil
+	}
 	now := s.now().UTC().Truncate(time.Microsecond)
-	if e.OccurredAt.IsZero() {
-		e.OccurredAt = now
+	ws := events[0].WorkspaceID
+	var contactIDs []int64
+	for _, e := range events {
+		if e.OccurredAt.IsZero() {
+			e.OccurredAt = now
+		}
+		e.OccurredAt = e.OccurredAt.UTC().Truncate(time.Microsecond)
+		if e.ExpiresAt != nil {
+			t := e.ExpiresAt.UTC().Truncate(time.Microsecond)
+			e.ExpiresAt = &t
+		}
+		if err := e.validate(now); err != nil {
+			return err
+		}
+		if e.WorkspaceID != ws {
+			return errors.New("record consent: events of several workspaces in one call")
+		}
+		e.RecordedAt = now
+		contactIDs = append(contactIDs, e.ContactID)
 	}
-	e.OccurredAt = e.OccurredAt.UTC().Truncate(time.Microsecond)
-	if e.ExpiresAt != nil {
-		t := e.ExpiresAt.UTC().Truncate(time.Microsecond)
-		e.ExpiresAt = &t
+	if err := s.LockContacts(ctx, tx, ws, contactIDs...); err != nil {
+		return fmt.Errorf("record consent: %w", err)
 	}
-	if err := e.validate(now); err != nil {
-		return err
+	byKey := slices.Clone(events)
+	slices.SortFunc(byKey, func(a, b *Event) int {
+		return cmp.Or(cmp.Compare(a.ContactID, b.ContactID), strings.Compare(a.Purpose, b.Purpose))
+	})
+	lock := &pgx.Batch{}
+	for _, e := range byKey {
+		lock.Queue(`SELECT 1 FROM consent_state WHERE workspace_id = $1 AND contact_id = $2 AND purpose = $3 FOR UPDATE`,
+			e.WorkspaceID, e.ContactID, e.Purpose)
 	}
-	e.RecordedAt = now
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM consent_state WHERE workspace_id = $1 AND contact_id = $2 AND purpose = $3 FOR UPDATE`,
-		e.WorkspaceID, e.ContactID, e.Purpose); err != nil {
+	if err := tx.SendBatch(ctx, lock).Close(); err != nil {
 		return fmt.Errorf("record consent: lock state: %w", err)
 	}
+	var seq int64
+	var prev []byte
 	err := tx.QueryRow(ctx, `
 		INSERT INTO consent_chain_heads (workspace_id, seq, hash) VALUES ($1, 0, $2)
 		ON CONFLICT (workspace_id) DO UPDATE SET seq = consent_chain_heads.seq
-		RETURNING seq + 1, hash`, e.WorkspaceID, genesis).Scan(&e.Seq, &e.PrevHash)
+		RETURNING seq, hash`, ws, genesis).Scan(&seq, &prev)
 	if err != nil {
 		return fmt.Errorf("record consent: chain head: %w", err)
 	}
+	for _, e := range events {
+		seq++
+		e.Seq, e.PrevHash = seq, prev
+		if err := s.appendEvent(ctx, tx, e); err != nil {
+			return err
+		}
+		prev = e.Hash
+	}
+	if _, err := tx.Exec(ctx, `UPDATE consent_chain_heads SET seq = $2, hash = $3 WHERE workspace_id = $1`, ws, seq, prev); err != nil {
+		return fmt.Errorf("record consent: chain head: %w", err)
+	}
+	for _, e := range events {
+		s.Metrics.Events.WithLabelValues(e.Action, e.Source).Inc()
+	}
+	return nil
+}
+
+// appendEvent writes one event whose Seq and PrevHash are set, its evidence and its state.
+func (s *Service) appendEvent(ctx context.Context, tx pgx.Tx, e *Event) error {
 	salt := make([]byte, 16)
 	_, _ = rand.Read(salt)
 	ev := Evidence{}
@@ -183,7 +243,6 @@ func (s *Service) Record(ctx context.Context, tx pgx.Tx, e *Event) error {
 	b := &pgx.Batch{}
 	b.Queue(`INSERT INTO consent_evidence (event_id, workspace_id, contact_id, salt, ip, user_agent, address)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)`, e.ID, e.WorkspaceID, e.ContactID, salt, ev.IP, ev.UserAgent, ev.Address)
-	b.Queue(`UPDATE consent_chain_heads SET seq = $2, hash = $3 WHERE workspace_id = $1`, e.WorkspaceID, e.Seq, e.Hash)
 	b.Queue(`
 		INSERT INTO consent_state (workspace_id, contact_id, purpose, status, event_id, source, updated_at, expires_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -194,8 +253,34 @@ func (s *Service) Record(ctx context.Context, tx pgx.Tx, e *Event) error {
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("record consent: state: %w", err)
 	}
-	s.Metrics.Events.WithLabelValues(e.Action, e.Source).Inc()
 	return nil
+}
+
+// LockContacts takes the consent lock of each contact for the rest of tx, in key order. Record
+// takes it itself; a caller that reads a contact's consent state to decide what to record takes
+// it first, so that what it read is still true when it records.
+func (s *Service) LockContacts(ctx context.Context, tx pgx.Tx, workspaceID int64, contactIDs ...int64) error {
+	keys := make([]int64, 0, len(contactIDs))
+	for _, c := range contactIDs {
+		keys = append(keys, contactLockKey(workspaceID, c))
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	b := &pgx.Batch{}
+	for _, k := range keys {
+		b.Queue(`SELECT pg_advisory_xact_lock($1)`, k)
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("lock contact consent: %w", err)
+	}
+	return nil
+}
+
+// contactLockKey is the advisory lock key of a contact's consent: 64 bits of a hash, so that a
+// collision (which would only serialise two contacts) is negligible.
+func contactLockKey(workspaceID, contactID int64) int64 {
+	h := sha256.Sum256(fmt.Appendf(nil, "herald/consent/%d/%d", workspaceID, contactID))
+	return int64(binary.BigEndian.Uint64(h[:8]))
 }
 
 func orEmpty(m map[string]string) map[string]string {

@@ -69,6 +69,7 @@ func (s *Service) SavePreferences(ctx context.Context, tx pgx.Tx, workspaceID, c
 		live[st.Purpose] = st.Live
 	}
 	proof := map[string]string{"channel": ChannelPreferenceCentre}
+	var events []*Event
 	for _, p := range purposes {
 		if want[p.Name] == live[p.Name] {
 			continue
@@ -77,14 +78,16 @@ func (s *Service) SavePreferences(ctx context.Context, tx pgx.Tx, workspaceID, c
 		if want[p.Name] {
 			action = ActionGranted
 		}
-		err := s.Record(ctx, tx, &Event{WorkspaceID: workspaceID, ContactID: contactID, Purpose: p.Name,
+		events = append(events, &Event{WorkspaceID: workspaceID, ContactID: contactID, Purpose: p.Name,
 			Action: action, Source: SourcePreferenceCentre, LawfulBasis: BasisConsent, NoticeVersion: p.NoticeVersion,
 			Actor: ActorRecipient, Proof: proof, Evidence: &ev})
-		if err != nil {
-			return nil, fmt.Errorf("save preferences: %w", err)
-		}
-		changed = append(changed, p.Name)
-		if action == ActionWithdrawn {
+	}
+	if err := s.RecordAll(ctx, tx, events); err != nil {
+		return nil, fmt.Errorf("save preferences: %w", err)
+	}
+	for _, e := range events {
+		changed = append(changed, e.Purpose)
+		if e.Action == ActionWithdrawn {
 			s.Metrics.Unsubscribes.WithLabelValues(ChannelPreferenceCentre).Inc()
 		}
 	}

@@ -582,13 +582,14 @@ func (h *Handler) grant(ctx context.Context, tx pgx.Tx, p pendingRequest, now ti
 		"confirmed_at":    now.Format(time.RFC3339Nano),
 	}
 	ev := &Evidence{IP: clientIP(r), UserAgent: cleanText(r.UserAgent(), 1000), Address: p.Address}
+	events := make([]*Event, len(p.Purposes))
 	for i, purpose := range p.Purposes {
-		e := &Event{WorkspaceID: p.WorkspaceID, ContactID: contactID, Purpose: purpose, Action: ActionGranted,
-			Source: SourceForm, LawfulBasis: BasisConsent, NoticeVersion: int(p.Versions[i]), Actor: "recipient",
+		events[i] = &Event{WorkspaceID: p.WorkspaceID, ContactID: contactID, Purpose: purpose, Action: ActionGranted,
+			Source: SourceForm, LawfulBasis: BasisConsent, NoticeVersion: int(p.Versions[i]), Actor: ActorRecipient,
 			Proof: proof, OccurredAt: now, Evidence: ev}
-		if err := h.Service.Record(ctx, tx, e); err != nil {
-			return err
-		}
+	}
+	if err := h.Service.RecordAll(ctx, tx, events); err != nil {
+		return err
 	}
 	if _, err := h.Service.Unsuppress(ctx, tx, p.WorkspaceID, p.Address, ReasonUnsubscribedAll); err != nil && !errors.Is(err, db.ErrNotFound) {
 		return err

@@ -73,6 +73,9 @@ func (s *Service) Unsubscribe(ctx context.Context, tx pgx.Tx, r Recipient, chann
 }
 
 func (s *Service) withdrawOne(ctx context.Context, tx pgx.Tx, r Recipient, p Purpose, source, channel string, ev Evidence) (bool, error) {
+	if err := s.LockContacts(ctx, tx, r.WorkspaceID, r.ContactID); err != nil {
+		return false, err
+	}
 	var status string
 	err := tx.QueryRow(ctx, `SELECT status FROM consent_state
 		WHERE workspace_id = $1 AND contact_id = $2 AND purpose = $3 FOR UPDATE`,
@@ -132,19 +135,19 @@ func (s *Service) unsubscribeAll(ctx context.Context, tx pgx.Tx, workspaceID, co
 	if err != nil {
 		return false, err
 	}
-	withdrawn := 0
+	var events []*Event
 	for _, st := range states {
 		if st.Status != ActionGranted {
 			continue // an expired grant is still a grant: withdrawing it too leaves nothing to revive
 		}
-		err := s.Record(ctx, tx, &Event{WorkspaceID: workspaceID, ContactID: contactID, Purpose: st.Purpose,
+		events = append(events, &Event{WorkspaceID: workspaceID, ContactID: contactID, Purpose: st.Purpose,
 			Action: ActionWithdrawn, Source: source, LawfulBasis: BasisConsent, NoticeVersion: versions[st.Purpose],
 			Actor: actor, Proof: proof, Evidence: &ev})
-		if err != nil {
-			return false, err
-		}
-		withdrawn++
 	}
+	if err := s.RecordAll(ctx, tx, events); err != nil {
+		return false, err
+	}
+	withdrawn := len(events)
 	added, err := s.Suppress(ctx, tx, Suppression{WorkspaceID: workspaceID, Address: addr,
 		Reason: ReasonUnsubscribedAll, Detail: source, Actor: actor})
 	if err != nil {
@@ -153,11 +156,13 @@ func (s *Service) unsubscribeAll(ctx context.Context, tx pgx.Tx, workspaceID, co
 	return withdrawn > 0 || added, nil
 }
 
-// lockStates locks and returns every consent state row of the contact, in purpose order. A
-// transaction that records several events must lock their state rows before its first Record
-// takes the workspace's chain head: otherwise it could hold the head while waiting for a state
-// row whose holder waits for the head (a deadlock).
+// lockStates takes the contact's consent lock, then locks and returns every consent state row of
+// the contact, in purpose order, so that what the caller decides from them still holds when it
+// records (in one RecordAll, which takes the locks in the same order).
 func lockStates(ctx context.Context, tx pgx.Tx, s *Service, workspaceID, contactID int64) ([]State, error) {
+	if err := s.LockContacts(ctx, tx, workspaceID, contactID); err != nil {
+		return nil, err
+	}
 	rows, err := tx.Query(ctx, `
 		SELECT purpose, status, source, updated_at, expires_at,
 			status = 'granted' AND (expires_at IS NULL OR expires_at > $3)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -157,8 +158,10 @@ func TestAppendOnly(t *testing.T) {
 	}
 }
 
-// TestRecordConcurrent appends from 8 goroutines at once: the chain head serialises them into one
-// gapless chain, and every state row names its contact's latest event for the purpose.
+// TestRecordConcurrent appends from 8 goroutines at once, starting with no state rows (writers race
+// to create them) and mixing single events with two-event RecordAll calls whose purposes come in
+// either order: no deadlock, the chain head serialises them into one gapless chain, and every
+// state row names its contact's latest event for the purpose.
 func TestRecordConcurrent(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -175,27 +178,25 @@ func TestRecordConcurrent(t *testing.T) {
 	for _, p := range purposes {
 		b.purpose(t, ws.ID, p)
 	}
-	// One serial event per (contact, purpose) first, so every state row exists: Record deadlocks
-	// when two transactions race to create the same state row while a third locks it (see the
-	// report of this change); with the rows in place the test checks the chain alone.
-	var seeded int64
-	for _, c := range cs {
-		for _, p := range purposes {
-			b.record(t, consent.Event{WorkspaceID: ws.ID, ContactID: c, Purpose: p, Action: consent.ActionWithdrawn})
-			seeded++
-		}
-	}
 	const workers, each = 8, 50
+	var recorded atomic.Int64
 	errs := make(chan error, workers)
 	var wg sync.WaitGroup
 	for g := range workers {
 		wg.Go(func() {
 			for i := range each {
-				e := &consent.Event{WorkspaceID: ws.ID, ContactID: cs[(g+i)%len(cs)], Purpose: purposes[(g*7+i)%len(purposes)],
-					Action: []string{consent.ActionGranted, consent.ActionWithdrawn}[i%2], Source: consent.SourceAPI,
-					LawfulBasis: consent.BasisConsent, NoticeVersion: 1, Actor: fmt.Sprintf("worker:%d", g),
-					Evidence: &consent.Evidence{IP: "203.0.113.9"}}
-				if err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error { return b.svc.Record(ctx, tx, e) }); err != nil {
+				event := func(purpose string) *consent.Event {
+					return &consent.Event{WorkspaceID: ws.ID, ContactID: cs[(g+i)%len(cs)], Purpose: purpose,
+						Action: []string{consent.ActionGranted, consent.ActionWithdrawn}[i%2], Source: consent.SourceAPI,
+						LawfulBasis: consent.BasisConsent, NoticeVersion: 1, Actor: fmt.Sprintf("worker:%d", g),
+						Evidence: &consent.Evidence{IP: "203.0.113.9"}}
+				}
+				events := []*consent.Event{event(purposes[(g*7+i)%len(purposes)])}
+				if i%5 == 0 { // a second purpose of the same contact, in either order
+					events = append(events, event(purposes[(g*7+i+1+g%2)%len(purposes)]))
+					recorded.Add(1)
+				}
+				if err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error { return b.svc.RecordAll(ctx, tx, events) }); err != nil {
 					errs <- fmt.Errorf("worker %d event %d: %w", g, i, err)
 					return
 				}
@@ -207,7 +208,7 @@ func TestRecordConcurrent(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	total := seeded + workers*each
+	total := workers*each + recorded.Load()
 	if n, err := consent.Verify(ctx, b.pool, ws.ID); err != nil || n != total {
 		t.Fatalf("Verify = %d, %v; want %d", n, err, total)
 	}
