@@ -50,8 +50,11 @@ func (k *Keys) ParseToken(s string) (Recipient, error) {
 	if len(s) < 8 || len(s) > maxTokenLen {
 		return Recipient{}, ErrBadToken
 	}
-	b, err := tokenEncoding.DecodeString(strings.ToLower(s))
-	if err != nil || len(b) < 2+3+tokenMACLen || b[0] != tokenVersion {
+	s = strings.ToLower(s)
+	b, err := tokenEncoding.DecodeString(s)
+	// Re-encoding must give the token back: base32 ignores the unused low bits of the last
+	// character, and a token has exactly one spelling (up to case).
+	if err != nil || len(b) < 2+3+tokenMACLen || b[0] != tokenVersion || tokenEncoding.EncodeToString(b) != s {
 		return Recipient{}, ErrBadToken
 	}
 	body, mac := b[:len(b)-tokenMACLen], b[len(b)-tokenMACLen:]

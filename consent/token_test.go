@@ -136,6 +136,27 @@ func TestTokenEveryBitFlipRejected(t *testing.T) {
 
 // FuzzParseToken checks that ParseToken never panics, and that whatever it accepts names a
 // recipient whose freshly signed token parses back to the same recipient.
+// TestTokenOneSpelling: the last base32 character carries bits beyond the token's bytes; a token
+// with those bits changed decodes to the same bytes but is not the token Herald issued.
+func TestTokenOneSpelling(t *testing.T) {
+	t.Parallel()
+	k := consent.DevKeys()
+	tok := k.Token(consent.Recipient{WorkspaceID: 5, ContactID: 6, PurposeID: 7})
+	accepted := 0
+	for _, c := range "abcdefghijklmnopqrstuvwxyz234567" {
+		alt := tok[:len(tok)-1] + string(c)
+		if _, err := k.ParseToken(alt); err == nil {
+			accepted++
+			if alt != tok {
+				t.Errorf("ParseToken accepted %q, another spelling of %q", alt, tok)
+			}
+		}
+	}
+	if accepted != 1 {
+		t.Errorf("%d spellings accepted, want exactly the issued one", accepted)
+	}
+}
+
 func FuzzParseToken(f *testing.F) {
 	k := consent.DevKeys()
 	for _, r := range []consent.Recipient{{WorkspaceID: 1, ContactID: 1}, {WorkspaceID: 9, ContactID: 1 << 50, PurposeID: 3}} {
@@ -158,6 +179,9 @@ func FuzzParseToken(f *testing.F) {
 		}
 		if r.WorkspaceID <= 0 || r.ContactID <= 0 || r.PurposeID < 0 {
 			t.Fatalf("ParseToken(%q) accepted ids %+v", s, r)
+		}
+		if k.Token(r) != strings.ToLower(s) {
+			t.Fatalf("ParseToken accepted %q, which is not the token %q it names", s, k.Token(r))
 		}
 		again, err := k.ParseToken(k.Token(r))
 		if err != nil || again != r {
