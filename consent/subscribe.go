@@ -10,7 +10,6 @@ import (
 	"fmt"
 	htmltemplate "html/template"
 	"mime"
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -280,7 +279,7 @@ func (h *Handler) subscribeTx(ctx context.Context, tx pgx.Tx, settings Settings,
 		INSERT INTO subscribe_requests (id, workspace_id, token_hash, address, name, purposes, notice_versions,
 			ip, user_agent, message_id, created_at, expires_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
-		requestID, ws, tokenHash, address, name, names, versions, clientIP(r), cleanText(r.UserAgent(), 1000),
+		requestID, ws, tokenHash, address, name, names, versions, requestEvidence(r).IP, evidenceText(r.UserAgent(), 1000),
 		messageID, now, expires)
 	if err != nil {
 		return "", "", fmt.Errorf("insert subscribe request: %w", err)
@@ -335,33 +334,6 @@ func newRequestID() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
-// clientIP is the IP of the request's client, as RemoteAddr gives it (behind a proxy, the
-// server's RealIP middleware must have set it).
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	return cleanText(host, 64)
-}
-
-// cleanText makes a client-supplied header value storable as evidence: valid UTF-8, control
-// characters replaced, at most max bytes.
-func cleanText(s string, max int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	for len(s) > max {
-		_, size := utf8.DecodeLastRuneInString(s)
-		s = s[:len(s)-size]
-	}
-	return s
 }
 
 // externalIDFor is the external id of a contact created by a confirmation: "herald:" and the
@@ -581,7 +553,7 @@ func (h *Handler) grant(ctx context.Context, tx pgx.Tx, p pendingRequest, now ti
 		"request_ip_hash": hex.EncodeToString(h.Service.Keys.AddressHash(p.WorkspaceID, p.IP)),
 		"confirmed_at":    now.Format(time.RFC3339Nano),
 	}
-	ev := &Evidence{IP: clientIP(r), UserAgent: cleanText(r.UserAgent(), 1000), Address: p.Address}
+	ev := &Evidence{IP: requestEvidence(r).IP, UserAgent: evidenceText(r.UserAgent(), 1000), Address: p.Address}
 	events := make([]*Event, len(p.Purposes))
 	for i, purpose := range p.Purposes {
 		events[i] = &Event{WorkspaceID: p.WorkspaceID, ContactID: contactID, Purpose: purpose, Action: ActionGranted,

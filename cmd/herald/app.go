@@ -50,6 +50,7 @@ type app struct {
 	consent *consent.Service
 	relay   *mailer.Relay
 	capture *smtpcapture.Server
+	inbound *consent.Inbound
 	mode    mode
 }
 
@@ -111,14 +112,26 @@ func newApp(ctx context.Context, cfg config.Config, logger *slog.Logger, m mode)
 			a.close()
 			return nil, err
 		}
+		dkim, err := mailer.LoadDKIM(cfg.DKIMKeys)
+		if err != nil {
+			a.close()
+			return nil, err
+		}
+		if dkim != nil {
+			logger.Info("DKIM signing", "domains", dkim.Domains())
+		}
 		workers := river.NewWorkers()
 		river.AddWorker(workers, &mailer.SendWorker{DB: pool, Consent: a.consent, Relay: a.relay, Metrics: a.metrics, Logger: logger,
-			RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, SMTPTimeout: cfg.SMTPTimeout})
+			RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, SMTPTimeout: cfg.SMTPTimeout,
+			BaseURL: cfg.BaseURL, InboundDomain: cfg.InboundDomain, DKIM: dkim})
+		river.AddWorker(workers, &consent.SubscribeExpiryWorker{DB: pool, Metrics: a.consent.Metrics, Logger: logger})
 		opts.Workers = workers
 		opts.Queues = map[string]river.QueueConfig{
 			mailer.QueueTransactional: {MaxWorkers: cfg.Workers},
 			mailer.QueueMarketing:     {MaxWorkers: cfg.MarketingWorkers},
+			river.QueueDefault:        {MaxWorkers: 2}, // housekeeping: subscribe-request expiry
 		}
+		opts.PeriodicJobs = []*river.PeriodicJob{consent.SubscribeExpiryJob()}
 	}
 	a.river, err = queue.New(pool, opts)
 	if err != nil {
@@ -150,8 +163,21 @@ func (a *app) run(ctx context.Context) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	if a.cfg.InboundAddr != "" && a.mode != modeWork {
+		iln, err := net.Listen("tcp", a.cfg.InboundAddr)
+		if err != nil {
+			return fmt.Errorf("listen for mailto unsubscribes on %s: %w", a.cfg.InboundAddr, err)
+		}
+		a.inbound = &consent.Inbound{DB: a.pool, Service: a.consent, Domain: a.cfg.InboundDomain, Logger: a.logger}
+		go func() {
+			if err := a.inbound.Serve(iln); err != nil {
+				errc <- fmt.Errorf("mailto unsubscribe receiver: %w", err)
+			}
+		}()
+		a.logger.Info("mailto unsubscribe receiver started", "addr", iln.Addr().String(), "domain", a.cfg.InboundDomain)
+	}
 	a.logger.Info("herald started", "mode", a.mode.String(), "addr", ln.Addr().String())
 	if a.mode == modeDev {
 		if err := a.announceDev(ctx, ln.Addr().String()); err != nil {
@@ -169,6 +195,11 @@ func (a *app) run(ctx context.Context) error {
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		a.logger.Warn("http shutdown", "err", err)
+	}
+	if a.inbound != nil {
+		if err := a.inbound.Close(); err != nil {
+			a.logger.Warn("mailto receiver shutdown", "err", err)
+		}
 	}
 	if a.mode != modeServe {
 		if err := a.river.Stop(sctx); err != nil {

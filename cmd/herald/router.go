@@ -10,6 +10,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"herald/consent"
 	"herald/internal/contacts"
 	"herald/internal/httpx"
 	"herald/internal/workspace"
@@ -48,12 +49,20 @@ func (a *app) router() http.Handler {
 			MaxBodyBytes: a.cfg.MaxBodyBytes, MaxAttempts: a.cfg.MaxAttempts, MessageIDDomain: a.cfg.MessageIDDomain}
 		cts := &contacts.Handler{DB: a.pool, Logger: a.logger, MaxBodyBytes: a.cfg.MaxBodyBytes, MaxImportBytes: a.cfg.MaxImportBytes}
 		tpls := &templates.Handler{DB: a.pool, Logger: a.logger, MaxBodyBytes: a.cfg.MaxBodyBytes}
+		cons := &consent.Handler{DB: a.pool, Service: a.consent, Logger: a.logger, MaxBodyBytes: a.cfg.MaxBodyBytes,
+			BaseURL: a.cfg.BaseURL, SubscribeTTL: a.cfg.SubscribeTTL,
+			Mailer: &mailer.ConfirmationMailer{River: a.river, MaxAttempts: a.cfg.MaxAttempts, MessageIDDomain: a.cfg.MessageIDDomain}}
 		r.Route("/v1", func(r chi.Router) {
-			r.Use((&workspace.Authenticator{DB: a.pool, TTL: a.cfg.KeyCacheTTL}).Middleware(a.logger))
-			msgs.Routes(r)
-			cts.Routes(r)
-			tpls.Routes(r)
+			r.Group(cons.SubscribeRoutes) // public: the double opt-in form posts here with its form key
+			r.Group(func(r chi.Router) {
+				r.Use((&workspace.Authenticator{DB: a.pool, TTL: a.cfg.KeyCacheTTL}).Middleware(a.logger))
+				msgs.Routes(r)
+				cts.Routes(r)
+				tpls.Routes(r)
+				cons.Routes(r)
+			})
 		})
+		cons.PageRoutes(r) // public: recipients' unsubscribe, preference and confirmation pages
 	}
 	if a.capture != nil {
 		r.Handle("/dev/outbox", a.capture.OutboxHandler())

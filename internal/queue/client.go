@@ -18,6 +18,8 @@ type Options struct {
 	Queues        map[string]river.QueueConfig
 	FetchCooldown time.Duration
 	ID            string
+	// PeriodicJobs are enqueued on schedule by the elected leader among working clients.
+	PeriodicJobs []*river.PeriodicJob
 }
 
 // New returns a River client on pool. With Workers it also works jobs once started.
@@ -32,6 +34,7 @@ func New(pool *pgxpool.Pool, o Options) (*river.Client[pgx.Tx], error) {
 	if o.Workers != nil {
 		cfg.Workers = o.Workers
 		cfg.Queues = o.Queues
+		cfg.PeriodicJobs = o.PeriodicJobs
 	}
 	c, err := river.NewClient(riverpgxv5.New(pool), cfg)
 	if err != nil {
