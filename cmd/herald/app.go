@@ -239,9 +239,9 @@ func (a *app) close() {
 	}
 }
 
-// announceDev creates the demo workspace and a key, and prints how to use them.
+// announceDev creates the demo workspace and data, and prints how to use them.
 func (a *app) announceDev(ctx context.Context, addr string) error {
-	key, err := demoKey(ctx, a.pool)
+	d, err := setupDemo(ctx, a.pool, a.consent)
 	if err != nil {
 		return err
 	}
@@ -254,11 +254,21 @@ Herald is running (dev mode).
   Health:         %[1]s/healthz  %[1]s/readyz
   API key:        %[2]s
 
-Try:
+Try a transactional message:
   curl -s %[1]s/v1/messages -H 'Authorization: Bearer %[2]s' -H 'Idempotency-Key: hello-1' \
     -H 'Content-Type: application/json' \
     -d '{"from":"Demo <demo@example.com>","to":"you@example.com","subject":"Hello","text":"It works."}'
 
-`, base, key, a.cfg.DevSMTPAddr)
+A marketing message to contact demo-1, who opted in to the "newsletter" purpose (its raw source in
+the outbox shows List-Unsubscribe; open the /u/... link of its footer for the preference centre):
+  curl -s %[1]s/v1/messages -H 'Authorization: Bearer %[2]s' -H 'Idempotency-Key: news-1' \
+    -H 'Content-Type: application/json' \
+    -d '{"stream":"marketing","purpose":"newsletter","from":"Demo <demo@example.com>","contact":"demo-1","subject":"News","html":"<p>Hello!</p>"}'
+  curl -s %[1]s/v1/contacts/demo-1/consents -H 'Authorization: Bearer %[2]s'
+
+Double opt-in (no API key; the confirmation email lands in the outbox):
+  curl -s %[1]s/v1/subscribe -d form_key=%[4]s -d email=new@example.com -d purposes=newsletter
+
+`, base, d.key, a.cfg.DevSMTPAddr, d.formKey)
 	return nil
 }

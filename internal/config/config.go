@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strconv"
@@ -188,7 +189,12 @@ func (c *Config) Validate() error {
 		c.HELO = u.Hostname()
 	}
 	if c.InboundDomain == "" {
+		// An IP literal cannot be the domain of a mailto address or a List-Id; a dev server on
+		// 127.0.0.1 gets "localhost".
 		c.InboundDomain = u.Hostname()
+		if net.ParseIP(c.InboundDomain) != nil {
+			c.InboundDomain = "localhost"
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

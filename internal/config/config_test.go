@@ -61,6 +61,9 @@ func TestFromEnv(t *testing.T) {
 		c.InboundDomain != "mail.acme.example" || c.MarketingWorkers != 12 {
 		t.Errorf("config = %+v", c)
 	}
+	if c, err := config.FromEnv(env(map[string]string{"DATABASE_URL": "x"})); err != nil || c.InboundDomain != "localhost" {
+		t.Errorf("default base URL on 127.0.0.1: inbound domain %q (%v); want localhost, an IP is no mail domain", c.InboundDomain, err)
+	}
 	for _, tc := range []struct {
 		env  map[string]string
 		want string
