@@ -303,10 +303,15 @@ type State struct {
 
 // States returns the contact's current state for every purpose it has an event for.
 func (s *Service) States(ctx context.Context, q db.Querier, workspaceID, contactID int64) ([]State, error) {
+	return s.states(ctx, q, workspaceID, contactID, "")
+}
+
+// states reads the contact's states; lock is "" or a locking clause such as "FOR UPDATE".
+func (s *Service) states(ctx context.Context, q db.Querier, workspaceID, contactID int64, lock string) ([]State, error) {
 	rows, err := q.Query(ctx, `
 		SELECT purpose, status, source, updated_at, expires_at,
 			status = 'granted' AND (expires_at IS NULL OR expires_at > $3)
-		FROM consent_state WHERE workspace_id = $1 AND contact_id = $2 ORDER BY purpose`,
+		FROM consent_state WHERE workspace_id = $1 AND contact_id = $2 ORDER BY purpose `+lock,
 		workspaceID, contactID, s.now())
 	if err != nil {
 		return nil, fmt.Errorf("consent states: %w", err)

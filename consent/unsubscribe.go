@@ -160,23 +160,7 @@ func lockStates(ctx context.Context, tx pgx.Tx, s *Service, workspaceID, contact
 	if err := s.LockContacts(ctx, tx, workspaceID, contactID); err != nil {
 		return nil, err
 	}
-	rows, err := tx.Query(ctx, `
-		SELECT purpose, status, source, updated_at, expires_at,
-			status = 'granted' AND (expires_at IS NULL OR expires_at > $3)
-		FROM consent_state WHERE workspace_id = $1 AND contact_id = $2 ORDER BY purpose FOR UPDATE`,
-		workspaceID, contactID, s.now())
-	if err != nil {
-		return nil, fmt.Errorf("lock consent states: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (State, error) {
-		var st State
-		err := r.Scan(&st.Purpose, &st.Status, &st.Source, &st.UpdatedAt, &st.ExpiresAt, &st.Live)
-		return st, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("lock consent states: %w", err)
-	}
-	return out, nil
+	return s.states(ctx, tx, workspaceID, contactID, "FOR UPDATE")
 }
 
 // noticeVersions maps the workspace's purpose names to their current notice version.

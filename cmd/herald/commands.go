@@ -43,6 +43,19 @@ func openDB(ctx context.Context, getenv func(string) string, stderr io.Writer) (
 	return logger, pool, err
 }
 
+// openCurrentDB is openDB for the commands that need the schema to be current.
+func openCurrentDB(ctx context.Context, getenv func(string) string, stderr io.Writer) (*pgxpool.Pool, error) {
+	_, pool, err := openDB(ctx, getenv, stderr)
+	if err != nil {
+		return nil, err
+	}
+	if err := migrations.CheckCurrent(ctx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
 func cmdMigrate(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -85,14 +98,11 @@ func cmdKeys(ctx context.Context, args []string, stdout *os.File, stderr io.Writ
 	if err := workspace.ValidName(*name); err != nil {
 		return err
 	}
-	_, pool, err := openDB(ctx, getenv, stderr)
+	pool, err := openCurrentDB(ctx, getenv, stderr)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	if err := migrations.CheckCurrent(ctx, pool); err != nil {
-		return err
-	}
 	ws, err := workspace.Ensure(ctx, pool, *name)
 	if err != nil {
 		return err

@@ -9,7 +9,6 @@ import (
 
 	"herald/consent"
 	"herald/internal/workspace"
-	"herald/migrations"
 )
 
 const consentUsage = "usage: herald consent verify --workspace NAME"
@@ -32,14 +31,11 @@ func cmdConsent(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 	if err := workspace.ValidName(*name); err != nil {
 		return err
 	}
-	_, pool, err := openDB(ctx, getenv, stderr)
+	pool, err := openCurrentDB(ctx, getenv, stderr)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	if err := migrations.CheckCurrent(ctx, pool); err != nil {
-		return err
-	}
 	ws, err := workspace.Get(ctx, pool, *name)
 	if err != nil {
 		return err
