@@ -29,6 +29,31 @@ func BenchmarkDecide(bm *testing.B) {
 		ids[i] = b.contact(bm, ws.ID, fmt.Sprintf("u%d@example.com", i))
 		b.record(bm, consent.Event{WorkspaceID: ws.ID, ContactID: ids[i], Purpose: "news", Action: consent.ActionGranted})
 	}
+	bm.Run("marketing-batch-100", func(bm *testing.B) {
+		const perIter, batch = 5000, 100
+		rs := make([]consent.BatchRecipient, batch)
+		start := time.Now()
+		for i := 0; i < bm.N*perIter; i += batch {
+			for j := range rs {
+				k := (i + j) % contacts
+				rs[j] = consent.BatchRecipient{ContactID: ids[k], Address: fmt.Sprintf("u%d@example.com", k)}
+			}
+			tx, err := b.pool.Begin(ctx)
+			if err != nil {
+				bm.Fatal(err)
+			}
+			ds, err := b.svc.DecideBatch(ctx, tx, ws.ID, "news", rs)
+			if err != nil || !ds[0].Allowed || !ds[batch-1].Allowed {
+				bm.Fatalf("decide batch: %v", err)
+			}
+			if err := tx.Commit(ctx); err != nil {
+				bm.Fatal(err)
+			}
+		}
+		us := float64(time.Since(start).Microseconds()) / float64(bm.N*perIter)
+		bm.ReportMetric(us, "µs/decision")
+		fmt.Printf("consent.DecideBatch (marketing, batches of %d): %.1f µs per decision over %d decisions\n", batch, us, bm.N*perIter)
+	})
 	for _, stream := range []string{consent.StreamMarketing, consent.StreamTransactional} {
 		bm.Run(stream, func(bm *testing.B) {
 			const perIter = 5000

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"herald/consent"
 	"herald/internal/db"
@@ -95,9 +98,78 @@ func TestDecide(t *testing.T) {
 		if err != nil || d.Allowed != tc.allowed || d.Reason != tc.reason {
 			t.Errorf("Decide(%d, %d, %s, %s, %s) = %+v, %v; want allowed=%v reason=%q", tc.ws, tc.contact, tc.addr, tc.stream, tc.purpose, d, err, tc.allowed, tc.reason)
 		}
+		if tc.stream != "marketing" || tc.contact == 0 {
+			continue
+		}
+		// DecideBatch answers the same, also with the recipient amid others.
+		tx, err = b.pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds, err := b.svc.DecideBatch(ctx, tx, tc.ws, tc.purpose, []consent.BatchRecipient{
+			{ContactID: never, Address: "never@example.com"}, {ContactID: tc.contact, Address: tc.addr},
+			{ContactID: granted, Address: "granted@example.com"}})
+		_ = tx.Rollback(ctx)
+		if err != nil || len(ds) != 3 || ds[1] != d {
+			t.Errorf("DecideBatch(%d, %s, %d) = %+v, %v; Decide said %+v", tc.ws, tc.purpose, tc.contact, ds, err, d)
+		}
 	}
 	// A marketing decision outside a transaction could not hold its lock: refused.
 	if _, err := b.svc.Decide(ctx, b.pool, consent.Request{WorkspaceID: a.ID, ContactID: &granted, Address: "granted@example.com", Stream: "marketing", Purpose: "news"}); err == nil {
 		t.Error("marketing Decide on a pool: no error")
+	}
+}
+
+// TestDecideBatchHoldsWithdrawals: while a batch's transaction is open, a withdrawal of one of its
+// contacts waits (it is seen waiting on a lock), and completes once the batch ends.
+func TestDecideBatchHoldsWithdrawals(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	ws, _ := workspace.Ensure(ctx, b.pool, "a")
+	b.purpose(t, ws.ID, "news")
+	var rs []consent.BatchRecipient
+	for _, addr := range []string{"a@example.com", "b@example.com", "c@example.com"} {
+		id := b.contact(t, ws.ID, addr)
+		b.record(t, consent.Event{WorkspaceID: ws.ID, ContactID: id, Purpose: "news", Action: consent.ActionGranted})
+		rs = append(rs, consent.BatchRecipient{ContactID: id, Address: addr})
+	}
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := b.svc.DecideBatch(ctx, tx, ws.ID, "news", rs)
+	if err != nil || !ds[0].Allowed || !ds[1].Allowed || !ds[2].Allowed {
+		t.Fatalf("DecideBatch = %+v, %v", ds, err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- pgx.BeginFunc(ctx, b.pool, func(wtx pgx.Tx) error {
+			return b.svc.Record(ctx, wtx, &consent.Event{WorkspaceID: ws.ID, ContactID: rs[1].ContactID, Purpose: "news",
+				Action: consent.ActionWithdrawn, Source: consent.SourceOneClick, LawfulBasis: consent.BasisConsent, Actor: "test"})
+		})
+	}()
+	// Wait until the withdrawal is blocked on a row lock (not merely slow).
+	for {
+		var waiting bool
+		err := b.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%consent_state%FOR UPDATE%')`).Scan(&waiting)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the withdrawal finished while the batch held its lock: %v", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("withdrawal after the batch: %v", err)
 	}
 }
