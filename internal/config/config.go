@@ -40,8 +40,9 @@ type Config struct {
 	DatabaseURL      string        // DATABASE_URL
 	Addr             string        // HERALD_ADDR: HTTP listen address
 	BaseURL          string        // HERALD_BASE_URL: public URL used in links
-	SMTPURL          string        // HERALD_SMTP_URL: smtp[s]://user:pass@host:port?tls=...
-	SMTP             SMTP          // parsed from SMTPURL
+	SMTPURL          string        // HERALD_SMTP_URL: smtp[s]://user:pass@host:port?tls=..., comma-separated for several relays
+	SMTP             SMTP          // the first (preferred) relay of SMTPURL
+	Relays           []SMTP        // every relay of SMTPURL, in priority order (Relays[0] == SMTP)
 	SMTPPoolSize     int           // HERALD_SMTP_POOL: pooled relay connections
 	SMTPTimeout      time.Duration // HERALD_SMTP_TIMEOUT: per dial and per command
 	HELO             string        // HERALD_HELO: name announced to the relay
@@ -177,11 +178,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("HERALD_BASE_URL: %q is not an http(s) URL", c.BaseURL)
 	}
 	c.BaseURL = strings.TrimRight(c.BaseURL, "/")
-	smtp, err := ParseSMTPURL(c.SMTPURL)
+	relays, err := ParseSMTPURLs(c.SMTPURL)
 	if err != nil {
 		return fmt.Errorf("HERALD_SMTP_URL: %w", err)
 	}
-	c.SMTP = smtp
+	c.Relays, c.SMTP = relays, relays[0]
 	if c.MessageIDDomain == "" {
 		c.MessageIDDomain = u.Hostname()
 	}
@@ -216,10 +217,49 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// ParseSMTPURLs parses a comma-separated list of relay URLs in priority order, the first
+// preferred. A comma inside a password must be written %2C. Errors name the entry by its
+// position, never by its text, which may hold a password.
+func ParseSMTPURLs(raw string) ([]SMTP, error) {
+	parts := strings.Split(raw, ",")
+	// Check every scheme before parsing any entry: a password cut in two by an unescaped comma
+	// would otherwise fail as a bad port and echo part of the password.
+	for i, p := range parts {
+		p = strings.ToLower(strings.TrimSpace(p))
+		if p == "" {
+			return nil, fmt.Errorf("relay %d of %d is empty", i+1, len(parts))
+		}
+		if !strings.HasPrefix(p, "smtp://") && !strings.HasPrefix(p, "smtps://") {
+			return nil, fmt.Errorf("relay %d of %d does not start with smtp:// or smtps:// (write a comma inside a password as %%2C)", i+1, len(parts))
+		}
+	}
+	relays := make([]SMTP, 0, len(parts))
+	seen := make(map[string]int, len(parts))
+	for i, p := range parts {
+		s, err := ParseSMTPURL(strings.TrimSpace(p))
+		if err != nil {
+			return nil, fmt.Errorf("relay %d of %d: %w", i+1, len(parts), err)
+		}
+		// host:port names a relay in logs and metrics, so it must be unique.
+		hp := net.JoinHostPort(s.Host, strconv.Itoa(s.Port))
+		if j, dup := seen[hp]; dup {
+			return nil, fmt.Errorf("relay %d of %d: %s repeats relay %d", i+1, len(parts), hp, j+1)
+		}
+		seen[hp] = i
+		relays = append(relays, s)
+	}
+	return relays, nil
+}
+
 // ParseSMTPURL parses smtp://user:pass@host:port?tls=mandatory|opportunistic|none (or smtps://).
 func ParseSMTPURL(raw string) (SMTP, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
+		// url.Error repeats the whole URL, password included; keep only the reason.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return SMTP{}, fmt.Errorf("not a URL: %w", err)
 	}
 	s := SMTP{Host: u.Hostname(), TLS: TLSMandatory}

@@ -43,6 +43,64 @@ func TestParseSMTPURL(t *testing.T) {
 	}
 }
 
+func TestParseSMTPURLs(t *testing.T) {
+	t.Parallel()
+	a := config.SMTP{Host: "a.example", Port: 25, TLS: config.TLSNone}
+	b := config.SMTP{Host: "b.example", Port: 587, Username: "u", Password: "p,w", TLS: config.TLSMandatory}
+	for _, tc := range []struct {
+		name string
+		in   string
+		want []config.SMTP
+		err  string // the error names the entry; it must never echo a password
+	}{
+		{name: "one relay", in: "smtp://a.example:25?tls=none", want: []config.SMTP{a}},
+		{name: "two in order, spaces", in: " smtp://a.example:25?tls=none , smtp://u:p%2Cw@b.example", want: []config.SMTP{a, b}},
+		{name: "order kept", in: "smtp://u:p%2Cw@b.example,smtp://a.example:25?tls=none", want: []config.SMTP{b, a}},
+		{name: "bad second entry", in: "smtp://a.example:25,smtp://b.example?tls=maybe", err: "relay 2 of 2: tls="},
+		{name: "bad scheme", in: "smtp://a.example,http://b.example", err: "relay 2 of 2 does not start with smtp://"},
+		{name: "trailing comma", in: "smtp://a.example,", err: "relay 2 of 2 is empty"},
+		{name: "empty middle", in: "smtp://a.example,,smtp://b.example", err: "relay 2 of 3 is empty"},
+		{name: "no host", in: "smtp://a.example,smtp://", err: "relay 2 of 2: no host"},
+		{name: "bad port", in: "smtp://a.example:0,smtp://b.example", err: "relay 1 of 2: port"},
+		{name: "repeated host and port", in: "smtp://a.example:25,smtps://x:y@a.example:25", err: "relay 2 of 2: a.example:25 repeats relay 1"},
+		{name: "unescaped comma in a password", in: "smtp://u:se,cret@b.example", err: "%2C"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := config.ParseSMTPURLs(tc.in)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error = %v, want %q", err, tc.err)
+				}
+				for _, secret := range []string{"cret", "x:y", "p,w", "p%2Cw"} {
+					if strings.Contains(err.Error(), secret) {
+						t.Errorf("error %q echoes a password", err)
+					}
+				}
+				return
+			}
+			if err != nil || len(got) != len(tc.want) {
+				t.Fatalf("= %+v, %v; want %+v", got, err, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Errorf("relay %d = %+v, want %+v", i+1, got[i], tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestParseSMTPURLErrorHidesPassword(t *testing.T) {
+	t.Parallel()
+	// url.Parse's own error would repeat the URL, password included.
+	for _, in := range []string{"smtp://u:hunter2@relay\x7f.example", "smtp://u:hunter2@relay.example\n", "smtp://u:hunter2@[::1"} {
+		_, err := config.ParseSMTPURL(in)
+		if err == nil || !strings.Contains(err.Error(), "not a URL") || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("ParseSMTPURL(%q) error = %v; want one without the password", in, err)
+		}
+	}
+}
+
 func TestFromEnv(t *testing.T) {
 	t.Parallel()
 	secret := filepath.Join(t.TempDir(), "db")
@@ -64,6 +122,15 @@ func TestFromEnv(t *testing.T) {
 	if c, err := config.FromEnv(env(map[string]string{"DATABASE_URL": "x"})); err != nil || c.InboundDomain != "localhost" {
 		t.Errorf("default base URL on 127.0.0.1: inbound domain %q (%v); want localhost, an IP is no mail domain", c.InboundDomain, err)
 	}
+	if c.Relays == nil || len(c.Relays) != 1 || c.Relays[0] != c.SMTP {
+		t.Errorf("one relay: Relays = %+v, SMTP = %+v", c.Relays, c.SMTP)
+	}
+	c, err = config.FromEnv(env(map[string]string{"DATABASE_URL": "x",
+		"HERALD_SMTP_URL": "smtp://primary.example:25?tls=none,smtps://u:p@backup.example"}))
+	if err != nil || len(c.Relays) != 2 || c.SMTP != c.Relays[0] || c.Relays[0].Host != "primary.example" ||
+		c.Relays[1].Host != "backup.example" || !c.Relays[1].ImplicitTLS {
+		t.Errorf("two relays: %+v %+v (%v)", c.SMTP, c.Relays, err)
+	}
 	for _, tc := range []struct {
 		env  map[string]string
 		want string
@@ -74,6 +141,7 @@ func TestFromEnv(t *testing.T) {
 		{map[string]string{"DATABASE_URL": "x", "HERALD_SMTP_TIMEOUT": "soon"}, "HERALD_SMTP_TIMEOUT"},
 		{map[string]string{"DATABASE_URL": "x", "HERALD_BASE_URL": "ftp://x"}, "HERALD_BASE_URL"},
 		{map[string]string{"DATABASE_URL": "x", "HERALD_SMTP_URL": "smtp://h?tls=bad"}, "HERALD_SMTP_URL"},
+		{map[string]string{"DATABASE_URL": "x", "HERALD_SMTP_URL": "smtp://h1,smtp://h2:99999"}, "HERALD_SMTP_URL: relay 2 of 2: port"},
 		{map[string]string{"DATABASE_URL": "x", "HERALD_LOG_LEVEL": "loud"}, "HERALD_LOG_LEVEL"},
 		{map[string]string{"DATABASE_URL": "x", "HERALD_RETRY_BASE": "3h"}, "HERALD_RETRY_MAX"},
 		{map[string]string{"DATABASE_URL_FILE": "/nonexistent/file"}, "DATABASE_URL_FILE"},
