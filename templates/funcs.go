@@ -11,12 +11,16 @@ import (
 // funcs returns the functions templates may call (documented in the package doc). A new map each
 // time: template packages copy it, and nothing shared is mutable.
 func funcs() map[string]any {
-	return map[string]any{
+	m := map[string]any{
 		"default": defaultFunc,
 		"upper":   func(v any) string { return strings.ToUpper(toString(v)) },
 		"lower":   func(v any) string { return strings.ToLower(toString(v)) },
 		"date":    dateFunc,
 	}
+	for name, f := range linkFuncs() {
+		m[name] = f
+	}
+	return m
 }
 
 // defaultFunc returns v, or fallback when v is empty: nil, "", or an empty list or object.
