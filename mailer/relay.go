@@ -90,6 +90,10 @@ func NewRelay(o RelayOptions) (*Relay, error) {
 	}, nil
 }
 
+// errConnect marks a failure to dial, greet, secure or log into the relay: Relays counts it
+// against the relay whatever the reply code.
+var errConnect = errors.New("connect to relay")
+
 // SendResult is the relay's answer to one delivery.
 type SendResult struct {
 	// Code is the SMTP reply code (250 on success); 0 when the connection failed before a reply.
@@ -121,7 +125,7 @@ func (r *Relay) Send(ctx context.Context, msg *mail.Msg) (SendResult, error) {
 			// never the message's: it is always temporary, so messages wait rather than fail.
 			res := classify(err)
 			res.Temporary = true
-			return res, &SendFailure{Result: res, Err: fmt.Errorf("connect to relay: %w", err)}
+			return res, &SendFailure{Result: res, Err: fmt.Errorf("%w: %w", errConnect, err)}
 		}
 		err = r.client.SendWithSMTPClient(conn.c, msg)
 		if err == nil {

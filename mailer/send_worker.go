@@ -39,7 +39,7 @@ type SendWorker struct {
 	river.WorkerDefaults[SendArgs]
 	DB        *pgxpool.Pool
 	Consent   *consent.Service
-	Relay     *Relay
+	Relay     Transport
 	Metrics   *Metrics
 	Logger    *slog.Logger
 	RetryBase time.Duration // first retry delay; doubled per attempt
