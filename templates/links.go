@@ -48,39 +48,71 @@ type Links struct {
 // Data can print a placeholder too ({{.name}} holding "https://unsubscribe.herald.invalid/"); it
 // is then replaced like the template's own. That is harmless: the values are the recipient's own
 // links and the sender's address, escaped for HTML, and the one value that is not a URL, the
-// address, cannot land in a URL attribute (see PlaceholderPostalAddress).
+// address, cannot land in a URL attribute (see PlaceholderPostalAddress); in any other attribute
+// it is escaped text.
 func (r Rendered) WithLinks(l Links) Rendered {
 	lines := addressLines(l.PostalAddress)
 	if hasPlaceholder(r.Subject) {
 		oneLine := strings.NewReplacer("\r", " ", "\n", " ")
-		r.Subject = strings.NewReplacer(
-			PlaceholderUnsubscribe, oneLine.Replace(l.Unsubscribe),
-			PlaceholderPreferences, oneLine.Replace(l.Preferences),
-			PlaceholderViewOnline, oneLine.Replace(l.ViewOnline),
-			PlaceholderPostalAddress, strings.Join(lines, ", "),
-		).Replace(r.Subject)
+		r.Subject = replacePlaceholders(r.Subject, [4]string{
+			oneLine.Replace(l.Unsubscribe), oneLine.Replace(l.Preferences), oneLine.Replace(l.ViewOnline),
+			strings.Join(lines, ", "),
+		})
 	}
 	if hasPlaceholder(r.HTML) {
 		escaped := make([]string, len(lines))
 		for i, line := range lines {
 			escaped[i] = html.EscapeString(line)
 		}
-		r.HTML = strings.NewReplacer(
-			PlaceholderUnsubscribe, html.EscapeString(l.Unsubscribe),
-			PlaceholderPreferences, html.EscapeString(l.Preferences),
-			PlaceholderViewOnline, html.EscapeString(l.ViewOnline),
-			PlaceholderPostalAddress, strings.Join(escaped, "<br>"),
-		).Replace(r.HTML)
+		r.HTML = replacePlaceholders(r.HTML, [4]string{
+			html.EscapeString(l.Unsubscribe), html.EscapeString(l.Preferences), html.EscapeString(l.ViewOnline),
+			strings.Join(escaped, "<br>"),
+		})
 	}
 	if hasPlaceholder(r.Text) {
-		r.Text = strings.NewReplacer(
-			PlaceholderUnsubscribe, l.Unsubscribe,
-			PlaceholderPreferences, l.Preferences,
-			PlaceholderViewOnline, l.ViewOnline,
-			PlaceholderPostalAddress, strings.Join(lines, "\n"),
-		).Replace(r.Text)
+		r.Text = replacePlaceholders(r.Text, [4]string{l.Unsubscribe, l.Preferences, l.ViewOnline, strings.Join(lines, "\n")})
 	}
 	return r
+}
+
+// placeholders in the order of the values replacePlaceholders takes.
+var placeholders = [4]string{PlaceholderUnsubscribe, PlaceholderPreferences, PlaceholderViewOnline, PlaceholderPostalAddress}
+
+// replacePlaceholders replaces every placeholder in s with its value in one pass, left to right;
+// replaced text is not scanned again. It finds each placeholder's next occurrence with
+// strings.Index, which is several times faster on a 10 KB newsletter than a strings.Replacer
+// with these four multi-byte keys (which walks a trie byte by byte).
+func replacePlaceholders(s string, values [4]string) string {
+	var next [4]int
+	for i, p := range placeholders {
+		next[i] = strings.Index(s, p)
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 256)
+	pos := 0
+	for {
+		k := -1
+		for i, n := range next {
+			if n >= 0 && (k < 0 || n < next[k]) {
+				k = i
+			}
+		}
+		if k < 0 {
+			break
+		}
+		b.WriteString(s[pos:next[k]])
+		b.WriteString(values[k])
+		pos = next[k] + len(placeholders[k])
+		// Placeholders cannot overlap one another, so an occurrence found earlier that now lies
+		// before pos cannot exist; only the consumed one is looked up again.
+		if n := strings.Index(s[pos:], placeholders[k]); n >= 0 {
+			next[k] = pos + n
+		} else {
+			next[k] = -1
+		}
+	}
+	b.WriteString(s[pos:])
+	return b.String()
 }
 
 // hasPlaceholder is a fast test that spares building a replacer for a part with no placeholder
