@@ -81,7 +81,9 @@ func newRelays(t *testing.T, clock *fakeClock, timeout time.Duration, addrs ...s
 	return b
 }
 
-func (b *relaysBundle) up(i int) float64 { return testutil.ToFloat64(b.metrics.Up.WithLabelValues(b.names[i])) }
+func (b *relaysBundle) up(i int) float64 {
+	return testutil.ToFloat64(b.metrics.Up.WithLabelValues(b.names[i]))
+}
 
 func (b *relaysBundle) failures(i int, kind string) float64 {
 	return testutil.ToFloat64(b.metrics.Failures.WithLabelValues(b.names[i], kind))
