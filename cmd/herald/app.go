@@ -48,7 +48,7 @@ type app struct {
 	reg     *prometheus.Registry
 	metrics *mailer.Metrics
 	consent *consent.Service
-	relay   *mailer.Relay
+	relay   *mailer.Relays
 	capture *smtpcapture.Server
 	inbound *consent.Inbound
 	mode    mode
@@ -106,8 +106,11 @@ func newApp(ctx context.Context, cfg config.Config, logger *slog.Logger, m mode)
 	}
 	opts := queue.Options{Logger: logger, FetchCooldown: cfg.FetchCooldown}
 	if m != modeServe {
-		a.relay, err = mailer.NewRelay(mailer.RelayOptions{SMTP: cfg.SMTP, HELO: cfg.HELO, Timeout: cfg.SMTPTimeout,
-			Size: cfg.SMTPPoolSize, Logger: logger})
+		relays := make([]mailer.RelayOptions, len(cfg.Relays))
+		for i, r := range cfg.Relays {
+			relays[i] = mailer.RelayOptions{SMTP: r, HELO: cfg.HELO, Timeout: cfg.SMTPTimeout, Size: cfg.SMTPPoolSize, Logger: logger}
+		}
+		a.relay, err = mailer.NewRelays(relays, logger, mailer.NewRelayMetrics(a.reg), mailer.RelaysPolicy{})
 		if err != nil {
 			a.close()
 			return nil, err
