@@ -1,6 +1,6 @@
 // Package templates owns stored email templates: named, per workspace, with immutable numbered
 // versions (saving a name again stores version max+1; nothing is ever updated in place), and
-// their rendering for transactional messages and, later, campaigns.
+// their rendering for transactional messages and campaigns.
 //
 // # Parts and engines
 //
@@ -26,6 +26,44 @@
 //	lower VALUE             VALUE as a string, lower-cased
 //	date LAYOUT VALUE       a time.Time, or an RFC 3339 or YYYY-MM-DD string, formatted with a Go
 //	                        layout in its own offset: {{date "2 Jan 2006" .due}}; empty gives ""
+//	unsubscribe_url         the recipient's unsubscribe link (one-click, and the preference centre)
+//	preferences_url         the recipient's preference centre
+//	view_online_url         the message on the web
+//	postal_address          the sender's postal address, as text (lines become <br> in HTML)
+//
+// # Links: placeholders filled per recipient
+//
+// A campaign compiles one version once and renders it for every recipient, so the four link
+// functions cannot be bound per render. They print fixed placeholders (PlaceholderUnsubscribe,
+// PlaceholderPreferences and PlaceholderViewOnline, https URLs under the reserved .invalid TLD
+// that escaping, sanitising and html2text keep intact, and PlaceholderPostalAddress), and
+// Rendered.WithLinks replaces them with the recipient's values in one pass over each part,
+// escaped for HTML there. A caller that renders without WithLinks (a transactional send today)
+// leaves the placeholders in the message. Data that prints a placeholder gets it replaced too,
+// which is harmless: the values are the recipient's own links and the sender's address, and the
+// address placeholder, holding spaces, is percent-encoded in a URL attribute, so the address text
+// never becomes a link. Write link functions as a whole attribute value: href="{{unsubscribe_url}}".
+//
+// # Contact data and the marketing rule
+//
+// ContactData gives a contact's fields as .contact (external_id, email, name, first_name, locale,
+// timezone, attributes). Attributes vary between contacts and rendering uses missingkey=error,
+// so an optional one is read with index: {{index .contact.attributes "plan" | default "free"}}.
+//
+// CheckMarketing refuses a marketing template unless its HTML part and its written text part each
+// call unsubscribe_url (or preferences_url) and postal_address as bare actions at the top level,
+// outside {{if}}, {{range}} and {{with}}, so that every recipient sees them whatever the data; in
+// HTML the link must start an href value and the address must be element text.
+//
+// # Preview and test sends
+//
+// POST /v1/templates/{name}/preview renders a version with data, and with a contact's fields as
+// .contact when "contact" names one (its external_id; another workspace's is not found). With
+// "stream": "marketing" it checks the marketing rule and fills the links with preview values
+// (BASE/u/preview, BASE/v/preview, and "postal_address" or a stand-in). POST .../test renders the
+// same way, links filled, and sends one message to "to" (an address, not a contact) through a
+// TestSender: the transactional path, subject prefixed "[Test] ", header X-Herald-Test: 1, and
+// the transactional decision, which refuses a suppressed address. It needs campaigns:write.
 //
 // Data values are normalised before rendering: null prints as "" (not "<no value>") and JSON
 // numbers print as written (1234567, not 1.234567e+06); use DecodeData for request bodies.
