@@ -59,6 +59,8 @@ type setupOpts struct {
 	dbPool         int // database connections (default 20, HERALD_DB_POOL's default)
 	dkim           *mailer.DKIM
 	baseURL        string // SendWorker.BaseURL (default testBaseURL)
+	// transport replaces the relay to the capture server (failover and outage tests).
+	transport mailer.Transport
 }
 
 // Where the harness's marketing mail points its unsubscribe links and List-Id.
@@ -97,7 +99,11 @@ func setup(t testing.TB, o setupOpts) *bundle {
 	b.metrics = mailer.NewMetrics(reg)
 	b.consent = &consent.Service{Keys: consent.DevKeys(), Metrics: consent.NewMetrics(reg), Logger: logger}
 	workers := river.NewWorkers()
-	sw := &mailer.SendWorker{DB: b.pool, Consent: b.consent, Relay: relay, Metrics: b.metrics, Logger: logger,
+	var transport mailer.Transport = relay
+	if o.transport != nil {
+		transport = o.transport
+	}
+	sw := &mailer.SendWorker{DB: b.pool, Consent: b.consent, Relay: transport, Metrics: b.metrics, Logger: logger,
 		RetryBase: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond, SMTPTimeout: 5 * time.Second,
 		BaseURL: cmp.Or(o.baseURL, testBaseURL), InboundDomain: testInboundDomain, DKIM: o.dkim}
 	if o.noConsentCheck {

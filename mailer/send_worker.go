@@ -2,6 +2,7 @@ package mailer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -210,10 +211,14 @@ func (w *SendWorker) record(ctx context.Context, q dbtx, job *river.Job[SendArgs
 	if res.Code != 0 {
 		ev.SMTPCode = &res.Code
 	}
-	retry := false
+	retry, snooze := false, false
 	switch {
 	case sendErr == nil:
 		ev.Status = StatusSent
+	case errors.Is(sendErr, ErrNoRelay):
+		// No relay took the message: an outage of Herald's side, not the message's fault, so it
+		// waits without using up an attempt (River's snooze), however long the outage lasts.
+		ev.Status, snooze = StatusDeferred, true
 	case res.Temporary && job.Attempt < job.MaxAttempts:
 		ev.Status, retry = StatusDeferred, true
 	case res.Temporary:
@@ -246,8 +251,20 @@ func (w *SendWorker) record(ctx context.Context, q dbtx, job *river.Job[SendArgs
 	w.Metrics.Messages.WithLabelValues(m.Stream, ev.Status).Inc()
 	w.Logger.InfoContext(ctx, "delivery", "message_id", m.ID, "workspace_id", m.WorkspaceID, "status", ev.Status,
 		"attempt", job.Attempt, "smtp_code", res.Code, "enhanced", res.Enhanced, "hard_bounce", hardBounce)
+	if snooze {
+		return river.JobSnooze(w.noRelayWait())
+	}
 	if retry {
 		return fmt.Errorf("relay deferred message %s: %s", m.ID, res.Reply)
 	}
 	return nil
+}
+
+// noRelayWait is how long a message waits when no relay is available: the first retry delay,
+// capped at 30 s so that mail flows again soon after a relay comes back.
+func (w *SendWorker) noRelayWait() time.Duration {
+	if w.RetryBase <= 0 {
+		return time.Second
+	}
+	return min(w.RetryBase, 30*time.Second)
 }
