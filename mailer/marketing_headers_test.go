@@ -18,6 +18,7 @@ import (
 	"herald/consent"
 	"herald/internal/smtpcapture"
 	"herald/mailer"
+	"herald/templates"
 )
 
 // marketingBody is a marketing send to contact c1 of workspace "a" for purpose "news".
@@ -363,3 +364,48 @@ func TestMarketingBaseURL(t *testing.T) {
 		}
 	})
 }
+
+// TestTemplateLinksFilled: a stored template's link functions print placeholders; the message that
+// leaves carries the recipient's real link instead, marketing or transactional, and never a
+// placeholder.
+func TestTemplateLinksFilled(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	ctx := context.Background()
+	cs := seedContacts(t, b, b.wsA, "news", 1)
+	if _, err := templates.Create(ctx, b.pool, b.wsA, templates.Input{Name: "letter", Subject: "News",
+		HTML: `<p>Hi</p><p><a href="{{unsubscribe_url}}">Leave</a> {{postal_address}}</p>`,
+		Text: "Hi\nLeave: {{preferences_url}}\n{{postal_address}}"}); err != nil {
+		t.Fatal(err)
+	}
+	b.send(t, b.keyA, "m1", mustJSON(map[string]any{"stream": "marketing", "purpose": "news", "contact": "c1",
+		"from": "news@acme.example", "template": "letter"}))
+	b.send(t, b.keyA, "t1", mustJSON(map[string]any{"contact": "c1", "from": "news@acme.example", "template": "letter"}))
+	b.send(t, b.keyA, "t2", mustJSON(map[string]any{"to": "x@example.com", "from": "news@acme.example", "template": "letter"}))
+	msgs, err := b.smtp.WaitFor(waitCtx(t), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		parts := bodyParts(t, m.Raw)
+		all := parts["text/html"] + parts["text/plain"]
+		if strings.Contains(all, "herald.invalid") || strings.Contains(all, "herald postal address") {
+			t.Errorf("a placeholder left in the message to %v:\n%s", m.To, all)
+		}
+		if m.To[0] == "x@example.com" {
+			continue // no contact: no link to give
+		}
+		for _, u := range unsubscribeURLRE.FindAllString(all, -1) {
+			tok := strings.TrimPrefix(u, testBaseURL+"/u/")
+			r, err := b.consent.Keys.ParseToken(tok)
+			if err != nil || r.ContactID != cs[0].ID || r.WorkspaceID != b.wsA {
+				t.Errorf("link %s names %+v (%v)", u, r, err)
+			}
+		}
+		if n := len(unsubscribeURLRE.FindAllString(all, -1)); n < 2 {
+			t.Errorf("message to %v: %d personal links, want the template's two\n%s", m.To, n, all)
+		}
+	}
+}
+
+var unsubscribeURLRE = regexp.MustCompile(regexp.QuoteMeta(testBaseURL) + `/u/[a-z2-7]+`)

@@ -16,6 +16,7 @@ import (
 
 	"herald/consent"
 	"herald/internal/db"
+	"herald/templates"
 )
 
 // QueueTransactional is the River queue of transactional sends, kept apart from campaign traffic so
@@ -143,6 +144,7 @@ func (w *SendWorker) deliver(ctx context.Context, q db.Querier, m *Message) (Sen
 		}
 		o.List = list
 	}
+	w.fillLinks(m, o.List)
 	msg, err := compose(m, o)
 	if err != nil {
 		return SendResult{Reply: err.Error()}, err
@@ -158,6 +160,24 @@ func (w *SendWorker) deliver(ctx context.Context, q db.Querier, m *Message) (Sen
 	}
 	w.Metrics.SendDuration.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
 	return res, sendErr
+}
+
+// fillLinks replaces the link placeholders a stored template may have printed (templates'
+// unsubscribe_url, preferences_url, view_online_url, postal_address) with m's real links: the
+// marketing message's personal unsubscribe link, or for a transactional message to a contact the
+// link to its preference centre. Without a contact there is no link to give, and the
+// placeholders are dropped rather than sent.
+func (w *SendWorker) fillLinks(m *Message, list *listInfo) {
+	var link string
+	switch {
+	case list != nil:
+		link = list.URL
+	case m.ContactID != nil && oneClickBase(w.BaseURL):
+		link = consent.UnsubscribeURL(w.BaseURL, w.Consent.Keys.Token(consent.Recipient{WorkspaceID: m.WorkspaceID, ContactID: *m.ContactID}))
+	}
+	r := templates.Rendered{Subject: m.Subject, HTML: m.HTML, Text: m.Text}.
+		WithLinks(templates.Links{Unsubscribe: link, Preferences: link, ViewOnline: link})
+	m.Subject, m.HTML, m.Text = r.Subject, r.HTML, r.Text
 }
 
 // dbtx is a pool or a transaction: what prepare and record run on.

@@ -111,10 +111,7 @@ func content(ctx context.Context, tx pgx.Tx, workspaceID int64, req *sendRequest
 		}
 		if contact != nil {
 			if _, ok := data["contact"]; !ok {
-				data["contact"] = map[string]any{
-					"external_id": contact.ExternalID, "email": contact.Email, "name": contact.Name,
-					"locale": contact.Locale, "timezone": contact.Timezone, "attributes": contact.Attributes,
-				}
+				data["contact"] = templates.ContactData(*contact)
 			}
 		}
 		out, err := templates.Render(t, data)
