@@ -48,7 +48,8 @@ func (a *app) router() http.Handler {
 		msgs := &mailer.Handler{DB: a.pool, River: a.river, Logger: a.logger, Metrics: a.metrics,
 			MaxBodyBytes: a.cfg.MaxBodyBytes, MaxAttempts: a.cfg.MaxAttempts, MessageIDDomain: a.cfg.MessageIDDomain}
 		cts := &contacts.Handler{DB: a.pool, Logger: a.logger, MaxBodyBytes: a.cfg.MaxBodyBytes, MaxImportBytes: a.cfg.MaxImportBytes}
-		tpls := &templates.Handler{DB: a.pool, Logger: a.logger, MaxBodyBytes: a.cfg.MaxBodyBytes}
+		tpls := &templates.Handler{DB: a.pool, Logger: a.logger, MaxBodyBytes: a.cfg.MaxBodyBytes, BaseURL: a.cfg.BaseURL,
+			TestSender: &mailer.TemplateTestSender{DB: a.pool, River: a.river, MaxAttempts: a.cfg.MaxAttempts, MessageIDDomain: a.cfg.MessageIDDomain}}
 		cons := &consent.Handler{DB: a.pool, Service: a.consent, Logger: a.logger, MaxBodyBytes: a.cfg.MaxBodyBytes,
 			BaseURL: a.cfg.BaseURL, SubscribeTTL: a.cfg.SubscribeTTL,
 			Mailer: &mailer.ConfirmationMailer{River: a.river, MaxAttempts: a.cfg.MaxAttempts, MessageIDDomain: a.cfg.MessageIDDomain}}
