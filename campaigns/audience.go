@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"herald/internal/db"
 	"herald/internal/httpx"
@@ -36,8 +37,8 @@ type Member struct {
 	Attributes map[string]any
 }
 
-// NameRE is the form of list and segment names (the same rule as purposes).
-var NameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+// audienceNameRE is the form of list and segment names (the same rule as purposes).
+var audienceNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
 // maxAudienceNames bounds each of an audience's four name lists.
 const maxAudienceNames = 50
@@ -56,14 +57,14 @@ type resolvedAudience struct {
 	segs, exSegs   []*filterAST
 }
 
-// checkNames refuses malformed or too many names; repeats are dropped.
-func checkNames(field string, names []string) ([]string, error) {
+// audienceCheckNames refuses malformed or too many names; repeats are dropped.
+func audienceCheckNames(field string, names []string) ([]string, error) {
 	if len(names) > maxAudienceNames {
 		return nil, httpx.Invalid(field, fmt.Sprintf("at most %d names", maxAudienceNames))
 	}
 	out := make([]string, 0, len(names))
 	for i, n := range names {
-		if !NameRE.MatchString(n) {
+		if !audienceNameRE.MatchString(n) {
 			return nil, httpx.Invalid(field, fmt.Sprintf("entry %d is not a valid name", i+1))
 		}
 		if !slices.Contains(out, n) {
@@ -89,7 +90,7 @@ func resolveAudience(ctx context.Context, q db.Querier, workspaceID int64, a Aud
 		{"exclude_segments", a.ExcludeSegments, true, nil, &r.exSegs},
 	}
 	for _, f := range fields {
-		names, err := checkNames(f.field, f.names)
+		names, err := audienceCheckNames(f.field, f.names)
 		if err != nil {
 			return r, err
 		}
@@ -179,15 +180,17 @@ func (s *audienceSQL) anyOf(alias string, lists []int64, segs []*filterAST) (str
 	return "(" + strings.Join(parts, " OR ") + ")", nil
 }
 
-// candidates is a query of the ids of contacts in an included list or segment with id > after,
-// with repeats: one branch per list (each an ordered scan of the list's primary key) and one for
-// the segments (an ordered scan of the workspace's contacts), which PostgreSQL merges in id order.
-func (s *audienceSQL) candidates(after string) (string, error) {
+// candidates is a query of the first limit distinct ids of contacts in an included list or
+// segment with id > after, in id order: each list contributes its first limit members (an ordered
+// scan of its primary key) and the segments their first limit contacts (an ordered scan of the
+// workspace's contacts, filtered), so the query reads at most limit rows per source however big
+// the lists and the workspace are. Every candidate up to the last one returned is in the window.
+func (s *audienceSQL) candidates(after, limit string) (string, error) {
 	var branches []string
 	for _, id := range s.r.lists {
 		branches = append(branches, fmt.Sprintf(
-			"SELECT m.contact_id AS id FROM list_members m WHERE m.list_id = %s AND m.contact_id > %s",
-			s.arg(id), after))
+			"(SELECT m.contact_id AS id FROM list_members m WHERE m.list_id = %s AND m.contact_id > %s ORDER BY m.contact_id LIMIT %s)",
+			s.arg(id), after, limit))
 	}
 	if len(s.r.segs) > 0 {
 		cond, err := s.anyOf("s", nil, s.r.segs)
@@ -195,9 +198,10 @@ func (s *audienceSQL) candidates(after string) (string, error) {
 			return "", err
 		}
 		branches = append(branches, fmt.Sprintf(
-			"SELECT s.id FROM contacts s WHERE s.workspace_id = $1 AND s.id > %s AND %s", after, cond))
+			"(SELECT s.id FROM contacts s WHERE s.workspace_id = $1 AND s.id > %s AND %s ORDER BY s.id LIMIT %s)",
+			after, cond, limit))
 	}
-	return strings.Join(branches, " UNION ALL "), nil
+	return fmt.Sprintf("SELECT DISTINCT u.id FROM (%s) u ORDER BY u.id LIMIT %s", strings.Join(branches, " UNION ALL "), limit), nil
 }
 
 // memberFilter is the test a candidate row c passes to be a member: a non-empty email, in no
@@ -225,7 +229,13 @@ func (s *audienceSQL) memberFilter() (string, error) {
 // order: contacts of the workspace with an email, in an included list or segment and in no
 // excluded one, and for each address (compared case-insensitively) only the audience contact
 // with the lowest id. Segments are evaluated now. Walking the pages with after = the last
-// ContactID visits every member once; the pages are stable while the data does not change.
+// ContactID visits every member once; the pages are stable while the data does not change. A
+// page shorter than limit is the last one.
+//
+// Each query takes a window of the next candidates (contacts in an included list or
+// segment) and returns them, the members with their fields and the others as a bare id; windows
+// are read until the page is full or the candidates run out. Planned as one query with DISTINCT
+// over the whole audience, PostgreSQL hashes every candidate for every page.
 func AudiencePage(ctx context.Context, q db.Querier, workspaceID int64, a Audience, after int64, limit int) ([]Member, error) {
 	if limit <= 0 {
 		return nil, nil
@@ -236,7 +246,12 @@ func AudiencePage(ctx context.Context, q db.Querier, workspaceID int64, a Audien
 	}
 	s := newAudienceSQL(r, workspaceID)
 	afterArg := s.arg(after) + "::bigint"
-	cand, err := s.candidates(afterArg)
+	afterIdx := len(s.args) - 1
+	// A window a little larger than the page usually fills it in one query despite exclusions
+	// and repeated addresses.
+	window := limit + limit/8 + 16
+	limitArg := s.arg(window) + "::int"
+	cand, err := s.candidates(afterArg, limitArg)
 	if err != nil {
 		return nil, fmt.Errorf("audience page: %w", err)
 	}
@@ -244,36 +259,50 @@ func AudiencePage(ctx context.Context, q db.Querier, workspaceID int64, a Audien
 	if err != nil {
 		return nil, fmt.Errorf("audience page: %w", err)
 	}
-	query := fmt.Sprintf(`SELECT c.id, c.external_id, c.email, c.name, c.locale, c.timezone, c.attributes
-		FROM (SELECT DISTINCT u.id FROM (%s) u) k
-		JOIN contacts c ON c.id = k.id
-		WHERE %s
-		ORDER BY c.id
-		LIMIT %s`, cand, filter, s.arg(limit))
-	rows, err := q.Query(ctx, query, s.args...)
-	if err != nil {
-		return nil, fmt.Errorf("audience page: %w", err)
-	}
+	query := fmt.Sprintf(`SELECT k.id, c.id IS NOT NULL, c.external_id, c.email, c.name, c.locale, c.timezone, c.attributes
+		FROM (%s) k
+		LEFT JOIN LATERAL (SELECT * FROM contacts c WHERE c.id = k.id AND %s) c ON true
+		ORDER BY k.id`, cand, filter)
+
 	members := make([]Member, 0, min(limit, 10_000))
-	var m Member
-	var attrs []byte
-	_, err = pgx.ForEachRow(rows, []any{&m.ContactID, &m.ExternalID, &m.Email, &m.Name, &m.Locale, &m.Timezone, &attrs}, func() error {
-		dec := json.NewDecoder(bytes.NewReader(attrs))
-		dec.UseNumber()
-		m.Attributes = nil
-		if err := dec.Decode(&m.Attributes); err != nil {
-			return fmt.Errorf("decode attributes of contact %d: %w", m.ContactID, err)
+	for {
+		rows, err := q.Query(ctx, query, s.args...)
+		if err != nil {
+			return nil, fmt.Errorf("audience page: %w", err)
 		}
-		if m.Attributes == nil {
-			m.Attributes = map[string]any{}
+		var (
+			externalID, email, name, locale, timezone pgtype.Text
+			cid                                       int64
+			member                                    bool
+			attrs                                     []byte
+			seen                                      int
+		)
+		_, err = pgx.ForEachRow(rows, []any{&cid, &member, &externalID, &email, &name, &locale, &timezone, &attrs}, func() error {
+			seen++
+			if !member || len(members) == limit {
+				return nil
+			}
+			m := Member{ContactID: cid, ExternalID: externalID.String, Email: email.String, Name: name.String,
+				Locale: locale.String, Timezone: timezone.String}
+			dec := json.NewDecoder(bytes.NewReader(attrs))
+			dec.UseNumber()
+			if err := dec.Decode(&m.Attributes); err != nil {
+				return fmt.Errorf("decode attributes of contact %d: %w", cid, err)
+			}
+			if m.Attributes == nil {
+				m.Attributes = map[string]any{}
+			}
+			members = append(members, m)
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("audience page: %w", err)
 		}
-		members = append(members, m)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("audience page: %w", err)
+		if len(members) == limit || seen < window {
+			return members, nil
+		}
+		s.args[afterIdx] = cid // the next window starts after this one's last candidate
 	}
-	return members, nil
 }
 
 // AudienceCount returns the number of members of the audience: the distinct addresses of its

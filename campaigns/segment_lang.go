@@ -13,7 +13,7 @@ import (
 )
 
 // Limits of a segment filter: its length, how deeply it nests (parentheses and not) and how
-// many comparisons it holds. They bound both the parser and the SQL it produces.
+// many comparisons it holds. They bound both the filterParser and the SQL it produces.
 const (
 	maxFilterBytes       = 4096
 	maxFilterDepth       = 32
@@ -61,7 +61,7 @@ func (e *FilterError) Error() string { return fmt.Sprintf("at position %d: %s", 
 // >=) with a string holding an RFC 3339 time or a date (YYYY-MM-DD, midnight UTC).
 //
 // Attributes compare with values of their JSON type; a value of another type, or a missing key,
-// does not match (so != and not in match only present values of the literal's type; write
+// does not match (so != and not in match only present values of the filterLiteral's type; write
 // `not attributes.plan = "pro"` to include contacts without a plan). = null matches a JSON null
 // or a missing key and != null a present non-null value. < <= > >= take numbers or strings.
 // contains matches a string holding the text or an array holding the value; starts_with and
@@ -76,46 +76,46 @@ func CompileSegment(filter, alias string, args []any) (string, []any, error) {
 	return f.sql(alias, args)
 }
 
-// ---- lexer ----
+// ---- filterLexer ----
 
-type tokKind int
+type filterTokKind int
 
 const (
-	tokEOF tokKind = iota
-	tokIdent
-	tokAttr // attributes.KEY; text holds KEY
-	tokString
-	tokNumber
-	tokLParen
-	tokRParen
-	tokComma
-	tokOp
+	ftokEOF filterTokKind = iota
+	ftokIdent
+	ftokAttr // attributes.KEY; text holds KEY
+	ftokString
+	ftokNumber
+	ftokLParen
+	ftokRParen
+	ftokComma
+	ftokOp
 )
 
-type token struct {
-	kind tokKind
+type filterToken struct {
+	kind filterTokKind
 	text string // identifier (as written), KEY, operator, number text or decoded string
 	pos  int    // byte offset
 }
 
-var attrKeyRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+var filterAttrKeyRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
-type lexer struct {
+type filterLexer struct {
 	src  string
-	toks []token
+	toks []filterToken
 }
 
-func (l *lexer) fail(off int, format string, a ...any) *FilterError {
+func (l *filterLexer) fail(off int, format string, a ...any) *FilterError {
 	return &FilterError{Position: utf8.RuneCountInString(l.src[:min(off, len(l.src))]) + 1, Detail: fmt.Sprintf(format, a...)}
 }
 
-func isIdentStart(c byte) bool { return c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
-func isIdentChar(c byte) bool  { return isIdentStart(c) || '0' <= c && c <= '9' }
-func isKeyChar(c byte) bool    { return isIdentChar(c) || c == '-' }
-func isDigit(c byte) bool      { return '0' <= c && c <= '9' }
+func filterIsIdentStart(c byte) bool { return c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+func filterIsIdentChar(c byte) bool  { return filterIsIdentStart(c) || '0' <= c && c <= '9' }
+func filterIsKeyChar(c byte) bool    { return filterIsIdentChar(c) || c == '-' }
+func filterIsDigit(c byte) bool      { return '0' <= c && c <= '9' }
 
-func lex(src string) ([]token, error) {
-	l := &lexer{src: src}
+func lexFilter(src string) ([]filterToken, error) {
+	l := &filterLexer{src: src}
 	i := 0
 	for i < len(src) {
 		c := src[i]
@@ -123,20 +123,20 @@ func lex(src string) ([]token, error) {
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
 			i++
 		case c == '(':
-			l.toks = append(l.toks, token{tokLParen, "(", i})
+			l.toks = append(l.toks, filterToken{ftokLParen, "(", i})
 			i++
 		case c == ')':
-			l.toks = append(l.toks, token{tokRParen, ")", i})
+			l.toks = append(l.toks, filterToken{ftokRParen, ")", i})
 			i++
 		case c == ',':
-			l.toks = append(l.toks, token{tokComma, ",", i})
+			l.toks = append(l.toks, filterToken{ftokComma, ",", i})
 			i++
 		case c == '=':
-			l.toks = append(l.toks, token{tokOp, "=", i})
+			l.toks = append(l.toks, filterToken{ftokOp, "=", i})
 			i++
 		case c == '!':
 			if i+1 < len(src) && src[i+1] == '=' {
-				l.toks = append(l.toks, token{tokOp, "!=", i})
+				l.toks = append(l.toks, filterToken{ftokOp, "!=", i})
 				i += 2
 				continue
 			}
@@ -146,54 +146,54 @@ func lex(src string) ([]token, error) {
 			if i+1 < len(src) && src[i+1] == '=' {
 				op += "="
 			}
-			l.toks = append(l.toks, token{tokOp, op, i})
+			l.toks = append(l.toks, filterToken{ftokOp, op, i})
 			i += len(op)
 		case c == '"':
 			s, n, err := l.lexString(i)
 			if err != nil {
 				return nil, err
 			}
-			l.toks = append(l.toks, token{tokString, s, i})
+			l.toks = append(l.toks, filterToken{ftokString, s, i})
 			i += n
-		case c == '-' || isDigit(c):
+		case c == '-' || filterIsDigit(c):
 			n, err := l.lexNumber(i)
 			if err != nil {
 				return nil, err
 			}
-			l.toks = append(l.toks, token{tokNumber, src[i : i+n], i})
+			l.toks = append(l.toks, filterToken{ftokNumber, src[i : i+n], i})
 			i += n
-		case isIdentStart(c):
+		case filterIsIdentStart(c):
 			j := i
-			for j < len(src) && isIdentChar(src[j]) {
+			for j < len(src) && filterIsIdentChar(src[j]) {
 				j++
 			}
 			word := src[i:j]
 			if word == "attributes" && j < len(src) && src[j] == '.' {
 				k := j + 1
-				for k < len(src) && isKeyChar(src[k]) {
+				for k < len(src) && filterIsKeyChar(src[k]) {
 					k++
 				}
 				key := src[j+1 : k]
-				if !attrKeyRE.MatchString(key) {
+				if !filterAttrKeyRE.MatchString(key) {
 					return nil, l.fail(j+1, "an attribute key is 1-64 letters, digits, '_' or '-'")
 				}
-				l.toks = append(l.toks, token{tokAttr, key, i})
+				l.toks = append(l.toks, filterToken{ftokAttr, key, i})
 				i = k
 				continue
 			}
-			l.toks = append(l.toks, token{tokIdent, word, i})
+			l.toks = append(l.toks, filterToken{ftokIdent, word, i})
 			i = j
 		default:
 			r, _ := utf8.DecodeRuneInString(src[i:])
 			return nil, l.fail(i, "unexpected character %q", r)
 		}
 	}
-	l.toks = append(l.toks, token{tokEOF, "", len(src)})
+	l.toks = append(l.toks, filterToken{ftokEOF, "", len(src)})
 	return l.toks, nil
 }
 
 // lexString reads a double-quoted string at src[start] and returns its value and length.
-func (l *lexer) lexString(start int) (string, int, error) {
+func (l *filterLexer) lexString(start int) (string, int, error) {
 	var b strings.Builder
 	for i := start + 1; i < len(l.src); {
 		c := l.src[i]
@@ -219,14 +219,14 @@ func (l *lexer) lexString(start int) (string, int, error) {
 
 // lexNumber reads a JSON number at src[start] and returns its length. Its magnitude must fit a
 // float64, so PostgreSQL's jsonb and numeric take it.
-func (l *lexer) lexNumber(start int) (int, error) {
+func (l *filterLexer) lexNumber(start int) (int, error) {
 	s, i := l.src, start
 	if s[i] == '-' {
 		i++
 	}
 	digits := func() int {
 		j := i
-		for i < len(s) && isDigit(s[i]) {
+		for i < len(s) && filterIsDigit(s[i]) {
 			i++
 		}
 		return i - j
@@ -256,7 +256,7 @@ func (l *lexer) lexNumber(start int) (int, error) {
 			return 0, l.fail(start, "number out of range")
 		}
 	}
-	if i < len(s) && (isIdentChar(s[i]) || s[i] == '.') {
+	if i < len(s) && (filterIsIdentChar(s[i]) || s[i] == '.') {
 		return 0, l.fail(start, "malformed number")
 	}
 	if i-start > maxNumberLen {
@@ -270,131 +270,133 @@ func (l *lexer) lexNumber(start int) (int, error) {
 
 // ---- syntax tree ----
 
-type fieldKind int
+type filterFieldKind int
 
 const (
-	fieldText fieldKind = iota
-	fieldTime
-	fieldAttr
+	ffieldText filterFieldKind = iota
+	ffieldTime
+	ffieldAttr
 )
 
-// textFields and timeFields map filter field names to contacts columns.
+// filterTextFields and filterTimeFields map filter field names to contacts columns.
 var (
-	textFields = map[string]string{"email": "email", "name": "name", "locale": "locale", "timezone": "timezone", "external_id": "external_id"}
-	timeFields = map[string]string{"created_at": "created_at", "updated_at": "updated_at"}
+	filterTextFields = map[string]string{"email": "email", "name": "name", "locale": "locale", "timezone": "timezone", "external_id": "external_id"}
+	filterTimeFields = map[string]string{"created_at": "created_at", "updated_at": "updated_at"}
 )
 
-type litKind int
+type filterLitKind int
 
 const (
-	litString litKind = iota
-	litNumber
-	litBool
-	litNull
+	flitString filterLitKind = iota
+	flitNumber
+	flitBool
+	flitNull
 )
 
-type literal struct {
-	kind litKind
+type filterLiteral struct {
+	kind filterLitKind
 	text string // string value, number text, "true"/"false"
 	pos  int
 }
 
-// json returns the literal as a JSON value.
-func (v literal) json() json.RawMessage {
+// json returns the filterLiteral as a JSON value.
+func (v filterLiteral) json() json.RawMessage {
 	switch v.kind {
-	case litString:
+	case flitString:
 		b, _ := json.Marshal(v.text)
 		return b
-	case litNull:
+	case flitNull:
 		return json.RawMessage("null")
 	}
 	return json.RawMessage(v.text)
 }
 
-// jsonType is jsonb_typeof's name for the literal's type.
-func (v literal) jsonType() string {
-	return [...]string{litString: "string", litNumber: "number", litBool: "boolean", litNull: "null"}[v.kind]
+// jsonType is jsonb_typeof's name for the filterLiteral's type.
+func (v filterLiteral) jsonType() string {
+	return [...]string{flitString: "string", flitNumber: "number", flitBool: "boolean", flitNull: "null"}[v.kind]
 }
 
-type node interface{ isNode() }
+type filterNode interface{ isFilterNode() }
 
-type boolNode struct {
+type filterBoolNode struct {
 	or   bool
-	kids []node
+	kids []filterNode
 }
 
-type notNode struct{ x node }
+type filterNotNode struct{ x filterNode }
 
-type cmpNode struct {
-	kind   fieldKind
+type filterCmpNode struct {
+	kind   filterFieldKind
 	column string // contacts column (text and time fields)
 	key    string // attribute key
 	op     string // = != < <= > >= in notin contains starts_with ends_with exists
-	vals   []literal
+	vals   []filterLiteral
 	times  []time.Time
 }
 
-func (boolNode) isNode() {}
-func (notNode) isNode()  {}
-func (cmpNode) isNode()  {}
+func (filterBoolNode) isFilterNode() {}
+func (filterNotNode) isFilterNode()  {}
+func (filterCmpNode) isFilterNode()  {}
 
 // filterAST is a parsed, type-checked filter.
-type filterAST struct{ root node }
+type filterAST struct{ root filterNode }
 
-// ---- parser ----
+// ---- filterParser ----
 
-type parser struct {
-	lx    *lexer
-	toks  []token
+type filterParser struct {
+	lx    *filterLexer
+	toks  []filterToken
 	i     int
 	count int
 }
 
 func parseFilter(src string) (*filterAST, error) {
-	lx := &lexer{src: src}
+	lx := &filterLexer{src: src}
 	if len(src) > maxFilterBytes {
 		return nil, &FilterError{Position: 1, Detail: fmt.Sprintf("a filter is at most %d bytes", maxFilterBytes)}
 	}
 	if !utf8.ValidString(src) {
 		return nil, &FilterError{Position: 1, Detail: "a filter must be valid UTF-8"}
 	}
-	toks, err := lex(src)
+	toks, err := lexFilter(src)
 	if err != nil {
 		return nil, err
 	}
-	p := &parser{lx: lx, toks: toks}
-	if toks[0].kind == tokEOF {
+	p := &filterParser{lx: lx, toks: toks}
+	if toks[0].kind == ftokEOF {
 		return nil, lx.fail(0, "the filter is empty")
 	}
 	root, err := p.parseOr(0)
 	if err != nil {
 		return nil, err
 	}
-	if t := p.peek(); t.kind != tokEOF {
+	if t := p.peek(); t.kind != ftokEOF {
 		return nil, lx.fail(t.pos, "expected and, or or the end of the filter")
 	}
 	return &filterAST{root: root}, nil
 }
 
-func (p *parser) peek() token { return p.toks[p.i] }
-func (p *parser) next() token {
+func (p *filterParser) peek() filterToken { return p.toks[p.i] }
+func (p *filterParser) next() filterToken {
 	t := p.toks[p.i]
-	if t.kind != tokEOF {
+	if t.kind != ftokEOF {
 		p.i++
 	}
 	return t
 }
 
-// keyword reports whether t is the keyword kw (case-insensitive).
-func keyword(t token, kw string) bool { return t.kind == tokIdent && strings.EqualFold(t.text, kw) }
+// filterKeyword reports whether t is the filterKeyword kw (case-insensitive).
+func filterKeyword(t filterToken, kw string) bool {
+	return t.kind == ftokIdent && strings.EqualFold(t.text, kw)
+}
 
-func (p *parser) parseOr(depth int) (node, error) {
+func (p *filterParser) parseOr(depth int) (filterNode, error) {
 	return p.parseChain(depth, true)
 }
 
 // parseChain parses operands joined by or (when or) or by and.
-func (p *parser) parseChain(depth int, or bool) (node, error) {
-	operand := func() (node, error) {
+func (p *filterParser) parseChain(depth int, or bool) (filterNode, error) {
+	operand := func() (filterNode, error) {
 		if or {
 			return p.parseChain(depth, false)
 		}
@@ -408,8 +410,8 @@ func (p *parser) parseChain(depth int, or bool) (node, error) {
 	if or {
 		kw = "or"
 	}
-	kids := []node{first}
-	for keyword(p.peek(), kw) {
+	kids := []filterNode{first}
+	for filterKeyword(p.peek(), kw) {
 		p.next()
 		n, err := operand()
 		if err != nil {
@@ -420,29 +422,29 @@ func (p *parser) parseChain(depth int, or bool) (node, error) {
 	if len(kids) == 1 {
 		return first, nil
 	}
-	return boolNode{or: or, kids: kids}, nil
+	return filterBoolNode{or: or, kids: kids}, nil
 }
 
-func (p *parser) parseUnary(depth int) (node, error) {
+func (p *filterParser) parseUnary(depth int) (filterNode, error) {
 	t := p.peek()
 	if depth >= maxFilterDepth {
 		return nil, p.lx.fail(t.pos, "the filter nests more than %d levels deep", maxFilterDepth)
 	}
 	switch {
-	case keyword(t, "not"):
+	case filterKeyword(t, "not"):
 		p.next()
 		x, err := p.parseUnary(depth + 1)
 		if err != nil {
 			return nil, err
 		}
-		return notNode{x: x}, nil
-	case t.kind == tokLParen:
+		return filterNotNode{x: x}, nil
+	case t.kind == ftokLParen:
 		p.next()
 		x, err := p.parseOr(depth + 1)
 		if err != nil {
 			return nil, err
 		}
-		if c := p.next(); c.kind != tokRParen {
+		if c := p.next(); c.kind != ftokRParen {
 			return nil, p.lx.fail(c.pos, "expected )")
 		}
 		return x, nil
@@ -450,23 +452,23 @@ func (p *parser) parseUnary(depth int) (node, error) {
 	return p.parseComparison()
 }
 
-func (p *parser) parseComparison() (node, error) {
+func (p *filterParser) parseComparison() (filterNode, error) {
 	t := p.next()
-	var c cmpNode
+	var c filterCmpNode
 	switch t.kind {
-	case tokAttr:
-		c.kind, c.key = fieldAttr, t.text
-	case tokIdent:
-		if col, ok := textFields[t.text]; ok {
-			c.kind, c.column = fieldText, col
-		} else if col, ok := timeFields[t.text]; ok {
-			c.kind, c.column = fieldTime, col
+	case ftokAttr:
+		c.kind, c.key = ffieldAttr, t.text
+	case ftokIdent:
+		if col, ok := filterTextFields[t.text]; ok {
+			c.kind, c.column = ffieldText, col
+		} else if col, ok := filterTimeFields[t.text]; ok {
+			c.kind, c.column = ffieldTime, col
 		} else if t.text == "attributes" {
 			return nil, p.lx.fail(t.pos, "name an attribute: attributes.KEY")
 		} else {
 			return nil, p.lx.fail(t.pos, "unknown field; fields are email, name, locale, timezone, external_id, created_at, updated_at and attributes.KEY")
 		}
-	case tokEOF:
+	case ftokEOF:
 		return nil, p.lx.fail(t.pos, "unexpected end of the filter: expected a comparison")
 	default:
 		return nil, p.lx.fail(t.pos, "expected a field")
@@ -477,30 +479,30 @@ func (p *parser) parseComparison() (node, error) {
 	}
 	opTok := p.next()
 	switch {
-	case opTok.kind == tokOp:
+	case opTok.kind == ftokOp:
 		c.op = opTok.text
 		v, err := p.parseValue()
 		if err != nil {
 			return nil, err
 		}
-		c.vals = []literal{v}
-	case keyword(opTok, "in"):
+		c.vals = []filterLiteral{v}
+	case filterKeyword(opTok, "in"):
 		c.op = "in"
-	case keyword(opTok, "not"):
-		if in := p.next(); !keyword(in, "in") {
+	case filterKeyword(opTok, "not"):
+		if in := p.next(); !filterKeyword(in, "in") {
 			return nil, p.lx.fail(in.pos, "expected in after not")
 		}
 		c.op = "notin"
-	case keyword(opTok, "contains"), keyword(opTok, "starts_with"), keyword(opTok, "ends_with"):
+	case filterKeyword(opTok, "contains"), filterKeyword(opTok, "starts_with"), filterKeyword(opTok, "ends_with"):
 		c.op = strings.ToLower(opTok.text)
 		v, err := p.parseValue()
 		if err != nil {
 			return nil, err
 		}
-		c.vals = []literal{v}
-	case keyword(opTok, "exists"):
+		c.vals = []filterLiteral{v}
+	case filterKeyword(opTok, "exists"):
 		c.op = "exists"
-	case opTok.kind == tokEOF:
+	case opTok.kind == ftokEOF:
 		return nil, p.lx.fail(opTok.pos, "unexpected end of the filter: expected an operator")
 	default:
 		return nil, p.lx.fail(opTok.pos, "expected an operator (=, !=, <, <=, >, >=, in, not in, contains, starts_with, ends_with, exists)")
@@ -515,26 +517,26 @@ func (p *parser) parseComparison() (node, error) {
 	return c, p.check(&c, t.pos, opTok.pos)
 }
 
-func (p *parser) parseValue() (literal, error) {
+func (p *filterParser) parseValue() (filterLiteral, error) {
 	t := p.next()
 	switch {
-	case t.kind == tokString:
-		return literal{kind: litString, text: t.text, pos: t.pos}, nil
-	case t.kind == tokNumber:
-		return literal{kind: litNumber, text: t.text, pos: t.pos}, nil
-	case keyword(t, "true"), keyword(t, "false"):
-		return literal{kind: litBool, text: strings.ToLower(t.text), pos: t.pos}, nil
-	case keyword(t, "null"):
-		return literal{kind: litNull, text: "null", pos: t.pos}, nil
+	case t.kind == ftokString:
+		return filterLiteral{kind: flitString, text: t.text, pos: t.pos}, nil
+	case t.kind == ftokNumber:
+		return filterLiteral{kind: flitNumber, text: t.text, pos: t.pos}, nil
+	case filterKeyword(t, "true"), filterKeyword(t, "false"):
+		return filterLiteral{kind: flitBool, text: strings.ToLower(t.text), pos: t.pos}, nil
+	case filterKeyword(t, "null"):
+		return filterLiteral{kind: flitNull, text: "null", pos: t.pos}, nil
 	}
-	return literal{}, p.lx.fail(t.pos, `expected a value: a "string", a number, true, false or null`)
+	return filterLiteral{}, p.lx.fail(t.pos, `expected a value: a "string", a number, true, false or null`)
 }
 
-func (p *parser) parseList() ([]literal, error) {
-	if t := p.next(); t.kind != tokLParen {
+func (p *filterParser) parseList() ([]filterLiteral, error) {
+	if t := p.next(); t.kind != ftokLParen {
 		return nil, p.lx.fail(t.pos, `expected ( and a list of values, such as ("a", "b")`)
 	}
-	var vals []literal
+	var vals []filterLiteral
 	for {
 		v, err := p.parseValue()
 		if err != nil {
@@ -542,25 +544,25 @@ func (p *parser) parseList() ([]literal, error) {
 		}
 		vals = append(vals, v)
 		t := p.next()
-		if t.kind == tokRParen {
+		if t.kind == ftokRParen {
 			return vals, nil
 		}
-		if t.kind != tokComma {
+		if t.kind != ftokComma {
 			return nil, p.lx.fail(t.pos, "expected , or ) in the list")
 		}
 	}
 }
 
 // check type-checks a comparison against its field and prepares its values.
-func (p *parser) check(c *cmpNode, fieldPos, opPos int) error {
+func (p *filterParser) check(c *filterCmpNode, fieldPos, opPos int) error {
 	fail := func(pos int, detail string) error { return p.lx.fail(pos, "%s", detail) }
 	switch c.kind {
-	case fieldText:
+	case ffieldText:
 		if c.op == "exists" {
 			return fail(opPos, "exists applies to attributes only")
 		}
 		for i, v := range c.vals {
-			if v.kind != litString {
+			if v.kind != flitString {
 				return fail(v.pos, "this field is text: compare it with a \"string\"")
 			}
 			if c.column == "email" && (c.op == "=" || c.op == "!=" || c.op == "in" || c.op == "notin") {
@@ -569,14 +571,14 @@ func (p *parser) check(c *cmpNode, fieldPos, opPos int) error {
 				}
 			}
 		}
-	case fieldTime:
+	case ffieldTime:
 		switch c.op {
 		case "=", "!=", "<", "<=", ">", ">=":
 		default:
 			return fail(opPos, "a time compares with =, !=, <, <=, > or >= only")
 		}
 		v := c.vals[0]
-		if v.kind != litString {
+		if v.kind != flitString {
 			return fail(v.pos, `a time compares with a string such as "2026-01-31" or "2026-01-31T09:00:00Z"`)
 		}
 		tm, err := time.Parse(time.RFC3339Nano, v.text)
@@ -587,14 +589,14 @@ func (p *parser) check(c *cmpNode, fieldPos, opPos int) error {
 			return fail(v.pos, "not a date (YYYY-MM-DD) or an RFC 3339 time")
 		}
 		c.times = []time.Time{tm}
-	case fieldAttr:
+	case ffieldAttr:
 		for _, v := range c.vals {
 			switch {
-			case v.kind == litNull && c.op != "=" && c.op != "!=":
+			case v.kind == flitNull && c.op != "=" && c.op != "!=":
 				return fail(v.pos, "null compares with = or != only")
-			case v.kind == litBool && (c.op == "<" || c.op == "<=" || c.op == ">" || c.op == ">="):
+			case v.kind == flitBool && (c.op == "<" || c.op == "<=" || c.op == ">" || c.op == ">="):
 				return fail(v.pos, "< <= > >= compare numbers or strings")
-			case v.kind != litString && (c.op == "starts_with" || c.op == "ends_with"):
+			case v.kind != flitString && (c.op == "starts_with" || c.op == "ends_with"):
 				return fail(v.pos, "starts_with and ends_with take a \"string\"")
 			}
 		}
@@ -604,33 +606,33 @@ func (p *parser) check(c *cmpNode, fieldPos, opPos int) error {
 
 // ---- SQL ----
 
-var aliasRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,30}$`)
+var filterAliasRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,30}$`)
 
-type sqlWriter struct {
+type filterSQLWriter struct {
 	b     strings.Builder
 	args  []any
 	alias string
 }
 
 // arg appends v and returns its placeholder with the cast.
-func (w *sqlWriter) arg(v any, cast string) string {
+func (w *filterSQLWriter) arg(v any, cast string) string {
 	w.args = append(w.args, v)
 	return "$" + strconv.Itoa(len(w.args)) + "::" + cast
 }
 
 // sql renders the filter over the contacts row alias, appending its values to args.
 func (f *filterAST) sql(alias string, args []any) (string, []any, error) {
-	if !aliasRE.MatchString(alias) {
+	if !filterAliasRE.MatchString(alias) {
 		return "", args, fmt.Errorf("compile segment: bad table alias %q", alias)
 	}
-	w := &sqlWriter{args: args, alias: alias}
-	w.node(f.root)
+	w := &filterSQLWriter{args: args, alias: alias}
+	w.filterNode(f.root)
 	return w.b.String(), w.args, nil
 }
 
-func (w *sqlWriter) node(n node) {
+func (w *filterSQLWriter) filterNode(n filterNode) {
 	switch n := n.(type) {
-	case boolNode:
+	case filterBoolNode:
 		sep := " AND "
 		if n.or {
 			sep = " OR "
@@ -640,37 +642,37 @@ func (w *sqlWriter) node(n node) {
 			if i > 0 {
 				w.b.WriteString(sep)
 			}
-			w.node(k)
+			w.filterNode(k)
 		}
 		w.b.WriteByte(')')
-	case notNode:
+	case filterNotNode:
 		w.b.WriteString("(NOT ")
-		w.node(n.x)
+		w.filterNode(n.x)
 		w.b.WriteByte(')')
-	case cmpNode:
+	case filterCmpNode:
 		w.b.WriteByte('(')
 		switch n.kind {
-		case fieldText:
+		case ffieldText:
 			w.text(n)
-		case fieldTime:
-			fmt.Fprintf(&w.b, "%s.%s %s %s", w.alias, n.column, sqlOp(n.op), w.arg(n.times[0], "timestamptz"))
-		case fieldAttr:
+		case ffieldTime:
+			fmt.Fprintf(&w.b, "%s.%s %s %s", w.alias, n.column, filterSQLOp(n.op), w.arg(n.times[0], "timestamptz"))
+		case ffieldAttr:
 			w.attr(n)
 		}
 		w.b.WriteByte(')')
 	}
 }
 
-// sqlOp maps a comparison operator of the language to SQL's (the same but for !=).
-func sqlOp(op string) string {
+// filterSQLOp maps a comparison operator of the language to SQL's (the same but for !=).
+func filterSQLOp(op string) string {
 	if op == "!=" {
 		return "<>"
 	}
 	return op
 }
 
-// likePattern escapes LIKE's metacharacters (backslash is PostgreSQL's default escape).
-func likePattern(op, s string) string {
+// filterLikePattern escapes LIKE's metacharacters (backslash is PostgreSQL's default escape).
+func filterLikePattern(op, s string) string {
 	s = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
 	switch op {
 	case "contains":
@@ -681,7 +683,7 @@ func likePattern(op, s string) string {
 	return "%" + s
 }
 
-func (w *sqlWriter) text(n cmpNode) {
+func (w *filterSQLWriter) text(n filterCmpNode) {
 	col := w.alias + "." + n.column
 	switch n.op {
 	case "in", "notin":
@@ -695,22 +697,22 @@ func (w *sqlWriter) text(n cmpNode) {
 			fmt.Fprintf(&w.b, "%s <> ALL(%s)", col, w.arg(vals, "text[]"))
 		}
 	case "contains", "starts_with", "ends_with":
-		fmt.Fprintf(&w.b, "%s LIKE %s", col, w.arg(likePattern(n.op, n.vals[0].text), "text"))
+		fmt.Fprintf(&w.b, "%s LIKE %s", col, w.arg(filterLikePattern(n.op, n.vals[0].text), "text"))
 	default:
-		fmt.Fprintf(&w.b, "%s %s %s", col, sqlOp(n.op), w.arg(n.vals[0].text, "text"))
+		fmt.Fprintf(&w.b, "%s %s %s", col, filterSQLOp(n.op), w.arg(n.vals[0].text, "text"))
 	}
 }
 
-// keyObject returns {key: v} as JSON text, for jsonb containment.
-func keyObject(key string, v json.RawMessage) string {
+// filterKeyObject returns {key: v} as JSON text, for jsonb containment.
+func filterKeyObject(key string, v json.RawMessage) string {
 	b, _ := json.Marshal(map[string]json.RawMessage{key: v})
 	return string(b)
 }
 
 // attr renders an attribute comparison. Values go in as JSON text cast to jsonb; a value of
-// another JSON type than the literal's never matches, and nothing is cast from the attribute, so
+// another JSON type than the filterLiteral's never matches, and nothing is cast from the attribute, so
 // no row can make the query fail.
-func (w *sqlWriter) attr(n cmpNode) {
+func (w *filterSQLWriter) attr(n filterCmpNode) {
 	a := w.alias + ".attributes"
 	switch n.op {
 	case "exists":
@@ -720,7 +722,7 @@ func (w *sqlWriter) attr(n cmpNode) {
 		objs := make([]string, len(n.vals))
 		types := map[string]bool{}
 		for i, v := range n.vals {
-			objs[i] = keyObject(n.key, v.json())
+			objs[i] = filterKeyObject(n.key, v.json())
 			types[v.jsonType()] = true
 		}
 		in := fmt.Sprintf("%s @> ANY(%s::jsonb[])", a, w.arg(objs, "text[]"))
@@ -741,14 +743,14 @@ func (w *sqlWriter) attr(n cmpNode) {
 	v := n.vals[0]
 	switch n.op {
 	case "=":
-		if v.kind == litNull {
+		if v.kind == flitNull {
 			fmt.Fprintf(&w.b, "coalesce(jsonb_typeof(%s -> %s), 'null') = 'null'", a, w.arg(n.key, "text"))
 			return
 		}
-		fmt.Fprintf(&w.b, "%s @> %s::jsonb", a, w.arg(keyObject(n.key, v.json()), "text"))
+		fmt.Fprintf(&w.b, "%s @> %s::jsonb", a, w.arg(filterKeyObject(n.key, v.json()), "text"))
 	case "!=":
 		k := w.arg(n.key, "text")
-		if v.kind == litNull {
+		if v.kind == flitNull {
 			fmt.Fprintf(&w.b, "coalesce(jsonb_typeof(%s -> %s) <> 'null', false)", a, k)
 			return
 		}
@@ -759,17 +761,17 @@ func (w *sqlWriter) attr(n cmpNode) {
 		fmt.Fprintf(&w.b, "CASE WHEN jsonb_typeof(%s -> %s) = '%s' THEN %s -> %s %s %s::jsonb ELSE false END",
 			a, k, v.jsonType(), a, k, n.op, w.arg(string(v.json()), "text"))
 	case "contains":
-		elem := w.arg(keyObject(n.key, json.RawMessage("["+string(v.json())+"]")), "text")
-		if v.kind != litString {
+		elem := w.arg(filterKeyObject(n.key, json.RawMessage("["+string(v.json())+"]")), "text")
+		if v.kind != flitString {
 			fmt.Fprintf(&w.b, "%s @> %s::jsonb", a, elem)
 			return
 		}
 		k := w.arg(n.key, "text")
 		fmt.Fprintf(&w.b, "CASE jsonb_typeof(%s -> %s) WHEN 'string' THEN %s ->> %s LIKE %s WHEN 'array' THEN %s @> %s::jsonb ELSE false END",
-			a, k, a, k, w.arg(likePattern(n.op, v.text), "text"), a, elem)
+			a, k, a, k, w.arg(filterLikePattern(n.op, v.text), "text"), a, elem)
 	case "starts_with", "ends_with":
 		k := w.arg(n.key, "text")
 		fmt.Fprintf(&w.b, "CASE WHEN jsonb_typeof(%s -> %s) = 'string' THEN %s ->> %s LIKE %s ELSE false END",
-			a, k, a, k, w.arg(likePattern(n.op, v.text), "text"))
+			a, k, a, k, w.arg(filterLikePattern(n.op, v.text), "text"))
 	}
 }
