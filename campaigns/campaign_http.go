@@ -110,8 +110,8 @@ func campaignID(r *http.Request) (int64, error) {
 
 func errNoCampaign() *httpx.Problem { return httpx.NotFound("no campaign with this id") }
 
-// notFound maps db.ErrNotFound to the 404 problem p.
-func notFound(err error, p *httpx.Problem) error {
+// notFoundAs maps db.ErrNotFound to the 404 problem p.
+func notFoundAs(err error, p *httpx.Problem) error {
 	if errors.Is(err, db.ErrNotFound) {
 		return p
 	}
@@ -165,7 +165,7 @@ func (h *Handler) senderGet(w http.ResponseWriter, r *http.Request) error {
 	p := workspace.MustFromContext(r.Context())
 	s, err := SenderGet(r.Context(), h.DB, p.WorkspaceID, chi.URLParam(r, "name"))
 	if err != nil {
-		return notFound(err, httpx.NotFound("no sender with this name"))
+		return notFoundAs(err, httpx.NotFound("no sender with this name"))
 	}
 	httpx.WriteJSON(w, http.StatusOK, s)
 	return nil
@@ -208,7 +208,7 @@ func (h *Handler) campaignGet(w http.ResponseWriter, r *http.Request) error {
 	}
 	c, err := CampaignGet(r.Context(), h.DB, p.WorkspaceID, id)
 	if err != nil {
-		return notFound(err, errNoCampaign())
+		return notFoundAs(err, errNoCampaign())
 	}
 	httpx.WriteJSON(w, http.StatusOK, c)
 	return nil
@@ -268,7 +268,7 @@ func (h *Handler) campaignPatch(w http.ResponseWriter, r *http.Request) error {
 		return err
 	})
 	if err != nil {
-		return notFound(err, errNoCampaign())
+		return notFoundAs(err, errNoCampaign())
 	}
 	httpx.WriteJSON(w, http.StatusOK, c)
 	return nil
@@ -288,7 +288,7 @@ func (h *Handler) transition(action string) func(http.ResponseWriter, *http.Requ
 			return err
 		})
 		if err != nil {
-			return notFound(err, errNoCampaign())
+			return notFoundAs(err, errNoCampaign())
 		}
 		h.logger().InfoContext(r.Context(), "campaign "+action, "workspace_id", p.WorkspaceID, "campaign_id", c.ID,
 			"status", c.Status)
@@ -305,7 +305,7 @@ func (h *Handler) campaignStats(w http.ResponseWriter, r *http.Request) error {
 	}
 	s, err := CampaignStats(r.Context(), h.DB, p.WorkspaceID, id, h.now())
 	if err != nil {
-		return notFound(err, errNoCampaign())
+		return notFoundAs(err, errNoCampaign())
 	}
 	httpx.WriteJSON(w, http.StatusOK, s)
 	return nil
