@@ -427,7 +427,7 @@ func (p *filterParser) parseChain(depth int, or bool) (filterNode, error) {
 
 func (p *filterParser) parseUnary(depth int) (filterNode, error) {
 	t := p.peek()
-	if depth >= maxFilterDepth {
+	if depth > maxFilterDepth {
 		return nil, p.lx.fail(t.pos, "the filter nests more than %d levels deep", maxFilterDepth)
 	}
 	switch {
