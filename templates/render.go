@@ -18,6 +18,7 @@ type Compiled struct {
 	subject *texttemplate.Template
 	html    *htmltemplate.Template // nil when the version has no HTML part
 	text    *texttemplate.Template // nil when the text part is generated from the HTML
+	fast    *presanitized          // nil when the HTML is sanitised at every render
 }
 
 // Compile parses and checks every part of t. Problems are returned as *PartError.
@@ -36,6 +37,7 @@ func Compile(t Template) (*Compiled, error) {
 		if c.html, err = parseHTML(t.HTML); err != nil {
 			return nil, err
 		}
+		c.fast = presanitize(t.HTML)
 	}
 	if c.html == nil && c.text == nil {
 		return nil, &PartError{Part: "html", Err: errors.New("html or text is required")}
@@ -81,6 +83,11 @@ func Render(t Template, data map[string]any) (Rendered, error) {
 	return c.Render(data)
 }
 
+// Presanitized reports whether the HTML part was sanitised once at Compile, so that Render does
+// not sanitise each message (see the package doc); false for a template without HTML, or one
+// whose HTML the sanitiser must see rendered.
+func (c *Compiled) Presanitized() bool { return c.fast != nil }
+
 // Render executes the template with data. The subject must come out on one line
 // (ErrSubjectLineBreak), the HTML is sanitised, and a missing text part is generated from the
 // sanitised HTML. Errors are *PartError naming the part.
@@ -95,18 +102,33 @@ func (c *Compiled) Render(data map[string]any) (Rendered, error) {
 		return Rendered{}, &PartError{Part: "subject", Err: ErrSubjectLineBreak}
 	}
 	out.Subject = strings.TrimSpace(out.Subject)
-	if c.html != nil {
+	fast := false
+	if c.fast != nil {
+		// Any failure of the fast template, a value the sanitiser would change (errDeopt) as
+		// much as a missing key, is left to the template as written, which reports errors
+		// against the source the author wrote.
+		out.HTML, err = execute("html", c.fast.html, data)
+		fast = err == nil
+	}
+	if c.html != nil && !fast {
 		html, err := execute("html", c.html, data)
 		if err != nil {
 			return Rendered{}, err
 		}
 		out.HTML = Sanitize(html)
 	}
-	if c.text != nil {
+	switch {
+	case c.text != nil:
 		if out.Text, err = execute("text", c.text, data); err != nil {
 			return Rendered{}, err
 		}
-	} else {
+	case fast && c.fast.text != nil:
+		if out.Text, err = execute("text", c.fast.text, data); err == nil {
+			out.Text = strings.TrimSpace(out.Text)
+			break
+		}
+		out.Text = TextFromHTML(out.HTML)
+	default:
 		out.Text = TextFromHTML(out.HTML)
 	}
 	return out, nil
