@@ -70,8 +70,9 @@ type OutcomeWriter struct {
 
 type pendingOutcome struct {
 	o    Outcome
-	done chan error // buffered: the writer never waits for the caller
-	ok   bool       // the row was still this claim's and is now final
+	done chan struct{} // closed once err and ok are set; any number of waiters
+	err  error
+	ok   bool // the row was still this claim's and is now final
 }
 
 func (w *OutcomeWriter) start() {
@@ -105,7 +106,7 @@ type PendingOutcome struct{ p *pendingOutcome }
 // worker prepare its next message while the outcome of the last one commits.
 func (w *OutcomeWriter) Submit(ctx context.Context, o Outcome) (PendingOutcome, error) {
 	w.start()
-	p := &pendingOutcome{o: o, done: make(chan error, 1)}
+	p := &pendingOutcome{o: o, done: make(chan struct{})}
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	if w.closed {
@@ -122,8 +123,8 @@ func (w *OutcomeWriter) Submit(ctx context.Context, o Outcome) (PendingOutcome, 
 // Wait returns when the outcome is committed (or failed to be).
 func (p PendingOutcome) Wait(ctx context.Context) (applied bool, err error) {
 	select {
-	case err := <-p.p.done:
-		return p.p.ok, err
+	case <-p.p.done:
+		return p.p.ok, p.p.err
 	case <-ctx.Done():
 		return false, fmt.Errorf("record outcome: %w", ctx.Err())
 	}
@@ -167,7 +168,8 @@ func (w *OutcomeWriter) run() {
 		}
 		err := w.flush(group)
 		for _, p := range group {
-			p.done <- err
+			p.err = err
+			close(p.done)
 		}
 	}
 }

@@ -32,9 +32,9 @@ type Transport interface {
 
 // Defaults of SendBatchWorker's knobs.
 const (
-	DefaultLease     = time.Minute
-	defaultRetryBase = 30 * time.Second
-	defaultRetryMax  = 2 * time.Hour
+	DefaultLease         = time.Minute
+	sendRetryBaseDefault = 30 * time.Second
+	sendRetryMaxDefault  = 2 * time.Hour
 )
 
 // SendBatchWorker sends a range of a campaign's recipients (see the package doc): claim, consent
@@ -61,12 +61,12 @@ type SendBatchWorker struct {
 	// connection (default 1: the batch goes over one connection in sequence).
 	Parallel int
 
-	pace pacer
+	pace sendPacer
 }
 
 // NextRetry backs off exponentially from RetryBase, capped at RetryMax, with ±10% jitter.
 func (w *SendBatchWorker) NextRetry(job *river.Job[SendBatchArgs]) time.Time {
-	base, maxDelay := cmpOr(w.RetryBase, defaultRetryBase), cmpOr(w.RetryMax, defaultRetryMax)
+	base, maxDelay := sendDurOr(w.RetryBase, sendRetryBaseDefault), sendDurOr(w.RetryMax, sendRetryMaxDefault)
 	d := base
 	for i := 1; i < job.Attempt && d < maxDelay; i++ {
 		d *= 2
@@ -78,17 +78,17 @@ func (w *SendBatchWorker) NextRetry(job *river.Job[SendBatchArgs]) time.Time {
 // Timeout leaves a throttled batch time to finish; claims are renewed meanwhile.
 func (w *SendBatchWorker) Timeout(*river.Job[SendBatchArgs]) time.Duration { return 30 * time.Minute }
 
-func cmpOr(d, def time.Duration) time.Duration {
+func sendDurOr(d, def time.Duration) time.Duration {
 	if d > 0 {
 		return d
 	}
 	return def
 }
 
-func (w *SendBatchWorker) lease() time.Duration { return cmpOr(w.Lease, DefaultLease) }
+func (w *SendBatchWorker) lease() time.Duration { return sendDurOr(w.Lease, DefaultLease) }
 
-// recipient is one claimed row with what rendering needs of its contact.
-type recipient struct {
+// claimedRecipient is one claimed row with what rendering needs of its contact.
+type claimedRecipient struct {
 	ID        int64
 	ContactID int64
 	Address   string
@@ -96,9 +96,9 @@ type recipient struct {
 	Contact   *contacts.Contact // nil: the contact is gone
 }
 
-// claimSQL takes the range's open recipients in one statement: queued or deferred ones, and
+// sendClaimSQL takes the range's open recipients in one statement: queued or deferred ones, and
 // those whose claim expired (their job died), that are due.
-const claimSQL = `
+const sendClaimSQL = `
 	WITH claimed AS (
 		UPDATE campaign_recipients SET status = 'sending', claimed_until = now() + $4 * interval '1 millisecond',
 			attempts = attempts + 1, updated_at = now()
@@ -114,15 +114,15 @@ const claimSQL = `
 	LEFT JOIN contacts c ON c.id = cl.contact_id AND c.workspace_id = $5
 	ORDER BY cl.id`
 
-func (w *SendBatchWorker) claim(ctx context.Context, a SendBatchArgs, workspaceID int64) ([]*recipient, error) {
-	rows, err := w.DB.Query(ctx, claimSQL, a.CampaignID, a.FirstID, a.LastID, w.lease().Milliseconds(), workspaceID)
+func (w *SendBatchWorker) claim(ctx context.Context, a SendBatchArgs, workspaceID int64) ([]*claimedRecipient, error) {
+	rows, err := w.DB.Query(ctx, sendClaimSQL, a.CampaignID, a.FirstID, a.LastID, w.lease().Milliseconds(), workspaceID)
 	if err != nil {
 		return nil, fmt.Errorf("claim recipients: %w", err)
 	}
 	defer rows.Close()
-	var out []*recipient
+	var out []*claimedRecipient
 	for rows.Next() {
-		r := &recipient{}
+		r := &claimedRecipient{}
 		c := &contacts.Contact{WorkspaceID: workspaceID}
 		var exists bool
 		if err := rows.Scan(&r.ID, &r.ContactID, &r.Address, &r.Attempt, &exists,
@@ -169,7 +169,7 @@ func (w *SendBatchWorker) Work(ctx context.Context, job *river.Job[SendBatchArgs
 		return err
 	}
 	if len(rs) > 0 {
-		b := &batch{w: w, c: c, job: job, held: rs, deadline: time.Now().Add(w.lease())}
+		b := &sendRun{w: w, c: c, job: job, held: rs, deadline: time.Now().Add(w.lease())}
 		if err := b.run(ctx); err != nil {
 			return err
 		}
@@ -180,16 +180,16 @@ func (w *SendBatchWorker) Work(ctx context.Context, job *river.Job[SendBatchArgs
 	return w.finish(ctx, a.CampaignID)
 }
 
-// finishSQL marks the campaign sent once its fan-out is done and no recipient is open. Every
+// sendFinishSQL marks the campaign sent once its fan-out is done and no recipient is open. Every
 // batch runs it after its own outcomes are committed, so the last batch to finish sees all.
-const finishSQL = `
+const sendFinishSQL = `
 	UPDATE campaigns SET status = 'sent', finished_at = now(), updated_at = now()
 	WHERE id = $1 AND status = 'sending' AND fanout_done
 		AND NOT EXISTS (SELECT 1 FROM campaign_recipients
 			WHERE campaign_id = $1 AND status IN ('queued', 'sending', 'deferred'))`
 
 func (w *SendBatchWorker) finish(ctx context.Context, campaignID int64) error {
-	tag, err := w.DB.Exec(ctx, finishSQL, campaignID)
+	tag, err := w.DB.Exec(ctx, sendFinishSQL, campaignID)
 	if err != nil {
 		return fmt.Errorf("campaign %d: mark sent: %w", campaignID, err)
 	}
@@ -215,13 +215,13 @@ func (w *SendBatchWorker) cancelRange(ctx context.Context, a SendBatchArgs) erro
 }
 
 // batch is one run of Work over its claimed recipients.
-type batch struct {
+type sendRun struct {
 	w   *SendBatchWorker
 	c   *sendContent
 	job *river.Job[SendBatchArgs]
 
 	mu       sync.Mutex
-	held     []*recipient // claimed and not yet final, for lease renewal and release
+	held     []*claimedRecipient // claimed and not yet final, for lease renewal and release
 	done     map[int64]bool
 	deadline time.Time // when the claims expire unless renewed
 	stop     string    // "", or the recipient status the rest of the batch goes to
@@ -231,7 +231,7 @@ type batch struct {
 
 // run decides consent for the batch in one transaction, which stays open (holding the consent
 // state FOR SHARE) until every hand-off's outcome is committed, then sends the allowed recipients.
-func (b *batch) run(ctx context.Context) error {
+func (b *sendRun) run(ctx context.Context) error {
 	w, c := b.w, b.c
 	b.done = make(map[int64]bool, len(b.held))
 	bctx := context.WithoutCancel(ctx)
@@ -242,7 +242,7 @@ func (b *batch) run(ctx context.Context) error {
 	}
 	defer tx.Rollback(bctx) //nolint:errcheck // the transaction only holds locks; it writes nothing
 
-	var asked []*recipient
+	var asked []*claimedRecipient
 	var brs []consent.BatchRecipient
 	for _, r := range b.held {
 		if r.Contact == nil {
@@ -252,7 +252,7 @@ func (b *batch) run(ctx context.Context) error {
 		asked = append(asked, r)
 		brs = append(brs, consent.BatchRecipient{ContactID: r.ContactID, Address: r.Address})
 	}
-	var allowed []*recipient
+	var allowed []*claimedRecipient
 	if len(brs) > 0 {
 		ds, err := w.Consent.DecideBatch(ctx, tx, c.WorkspaceID, c.Purpose, brs)
 		if err != nil {
@@ -270,7 +270,7 @@ func (b *batch) run(ctx context.Context) error {
 	}
 
 	par := min(max(w.Parallel, 1), max(len(allowed), 1))
-	next := make(chan *recipient, len(allowed))
+	next := make(chan *claimedRecipient, len(allowed))
 	for _, r := range allowed {
 		next <- r
 	}
@@ -300,7 +300,7 @@ func (b *batch) run(ctx context.Context) error {
 // sendLoop hands the recipients it takes from next to the relay one at a time, waiting for the
 // previous outcome's commit before each hand-off (so at most one relay answer per loop is not yet
 // durable) while rendering the next message meanwhile.
-func (b *batch) sendLoop(ctx context.Context, next <-chan *recipient) {
+func (b *sendRun) sendLoop(ctx context.Context, next <-chan *claimedRecipient) {
 	w, c := b.w, b.c
 	var prev PendingOutcome
 	wait := func() {
@@ -326,7 +326,7 @@ func (b *batch) sendLoop(ctx context.Context, next <-chan *recipient) {
 		}
 		if fail != nil {
 			w.Logger.ErrorContext(ctx, "campaign message not built", "campaign_id", c.ID, "recipient_id", r.ID, "err", fail)
-			prev = b.submit(ctx, r, Outcome{Status: rsFailed, Reason: truncateReason(fail.Error())})
+			prev = b.submit(ctx, r, Outcome{Status: rsFailed, Reason: sendTruncateReason(fail.Error())})
 			continue
 		}
 		if err := b.throttle(ctx, r); err != nil {
@@ -343,7 +343,7 @@ func (b *batch) sendLoop(ctx context.Context, next <-chan *recipient) {
 			}
 		}
 		w.Metrics.SendDuration.WithLabelValues(label).Observe(time.Since(start).Seconds())
-		if o.Status == rsFailed && strings.HasPrefix(enhancedCode(res), "5.1.") {
+		if o.Status == rsFailed && strings.HasPrefix(sendEnhancedCode(res), "5.1.") {
 			// Listed before the outcome is written: after a crash in between, the resend is
 			// refused by the suppression list rather than bounced again.
 			_, err := w.Consent.Suppress(context.WithoutCancel(ctx), w.DB, consent.Suppression{
@@ -363,18 +363,18 @@ func (b *batch) sendLoop(ctx context.Context, next <-chan *recipient) {
 	}
 }
 
-var enhancedRE = regexp.MustCompile(`\b[245]\.\d{1,3}\.\d{1,3}\b`)
+var sendEnhancedRE = regexp.MustCompile(`\b[245]\.\d{1,3}\.\d{1,3}\b`)
 
-func enhancedCode(res mailer.SendResult) string {
+func sendEnhancedCode(res mailer.SendResult) string {
 	if res.Enhanced != "" {
 		return res.Enhanced
 	}
-	return enhancedRE.FindString(res.Reply)
+	return sendEnhancedRE.FindString(res.Reply)
 }
 
 // outcome turns the relay's answer into the recipient's outcome. A temporary refusal on the
 // job's or the recipient's last attempt fails it: it is never left open for ever.
-func (b *batch) outcome(r *recipient, res mailer.SendResult, sendErr error) Outcome {
+func (b *sendRun) outcome(r *claimedRecipient, res mailer.SendResult, sendErr error) Outcome {
 	o := Outcome{SMTPCode: res.Code, SMTPReply: res.Reply}
 	switch {
 	case sendErr == nil:
@@ -388,7 +388,7 @@ func (b *batch) outcome(r *recipient, res mailer.SendResult, sendErr error) Outc
 		o.Status, o.Reason = rsFailed, fmt.Sprintf("gave up after %d attempts", r.Attempt)
 	default:
 		o.Status, o.Reason = rsFailed, "rejected"
-		if strings.HasPrefix(enhancedCode(res), "5.1.") {
+		if strings.HasPrefix(sendEnhancedCode(res), "5.1.") {
 			o.Reason = consent.ReasonHardBounce
 		}
 	}
@@ -396,7 +396,7 @@ func (b *batch) outcome(r *recipient, res mailer.SendResult, sendErr error) Outc
 }
 
 // submit queues r's outcome and marks r final in the batch.
-func (b *batch) submit(ctx context.Context, r *recipient, o Outcome) PendingOutcome {
+func (b *sendRun) submit(ctx context.Context, r *claimedRecipient, o Outcome) PendingOutcome {
 	o.RecipientID, o.Attempt = r.ID, r.Attempt
 	o.MessageID = b.messageID(r)
 	if o.Status != rsSent {
@@ -418,7 +418,7 @@ func (b *batch) submit(ctx context.Context, r *recipient, o Outcome) PendingOutc
 	return p
 }
 
-func (b *batch) waitPending(ctx context.Context) {
+func (b *sendRun) waitPending(ctx context.Context) {
 	b.mu.Lock()
 	ps := b.pending
 	b.pending = nil
@@ -430,7 +430,7 @@ func (b *batch) waitPending(ctx context.Context) {
 	}
 }
 
-func (b *batch) setStop(status string) {
+func (b *sendRun) setStop(status string) {
 	b.mu.Lock()
 	if b.stop == "" || status == rsCancelled {
 		b.stop = status
@@ -438,13 +438,13 @@ func (b *batch) setStop(status string) {
 	b.mu.Unlock()
 }
 
-func (b *batch) lost(r *recipient) bool {
+func (b *sendRun) lost(r *claimedRecipient) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.done[r.ID]
 }
 
-func (b *batch) stopped() bool {
+func (b *sendRun) stopped() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.stop != ""
@@ -452,7 +452,7 @@ func (b *batch) stopped() bool {
 
 // checkStop reads the campaign's cached status between two messages (pause and cancel take
 // effect here), stops on a cancelled context, and renews the claims when half the lease is gone.
-func (b *batch) checkStop(ctx context.Context) string {
+func (b *sendRun) checkStop(ctx context.Context) string {
 	if ctx.Err() != nil {
 		b.setStop(rsQueued)
 	}
@@ -481,7 +481,7 @@ func (b *batch) checkStop(ctx context.Context) string {
 }
 
 // open returns the held recipients not yet final, with their ids and attempts.
-func (b *batch) openLocked() (ids []int64, attempts []int32) {
+func (b *sendRun) openLocked() (ids []int64, attempts []int32) {
 	for _, r := range b.held {
 		if !b.done[r.ID] {
 			ids = append(ids, r.ID)
@@ -494,7 +494,7 @@ func (b *batch) openLocked() (ids []int64, attempts []int32) {
 // renew extends the lease of the batch's open recipients when less than half of it is left.
 // Rows no longer held by this claim (an expired lease taken by another job) are dropped from the
 // batch, so they are not sent twice.
-func (b *batch) renew(ctx context.Context) error {
+func (b *sendRun) renew(ctx context.Context) error {
 	lease := b.w.lease()
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -531,7 +531,7 @@ func (b *batch) renew(ctx context.Context) error {
 // release returns the batch's recipients that were not handed off to status: queued (pause, an
 // interrupted run: the claim's attempt is given back), deferred (the relay is unreachable) or
 // cancelled.
-func (b *batch) release(ctx context.Context, status string) {
+func (b *sendRun) release(ctx context.Context, status string) {
 	b.mu.Lock()
 	ids, attempts := b.openLocked()
 	b.mu.Unlock()
@@ -555,16 +555,16 @@ func (b *batch) release(ctx context.Context, status string) {
 	}
 }
 
-// messageID is the recipient's Message-ID: derived from the campaign and the recipient only, so
+// messageID is the claimedRecipient's Message-ID: derived from the campaign and the recipient only, so
 // that a message sent again after a crash carries the same one.
-func (b *batch) messageID(r *recipient) string {
+func (b *sendRun) messageID(r *claimedRecipient) string {
 	return "campaign-" + strconv.FormatInt(b.c.ID, 10) + "." + strconv.FormatInt(r.ID, 10) + "@" + b.w.MessageIDDomain
 }
 
-// build renders the recipient's message with their own links and composes it. A message whose
-// rendered parts lack the recipient's unsubscribe link is refused: scheduling checks the
+// build renders the claimedRecipient's message with their own links and composes it. A message whose
+// rendered parts lack the claimedRecipient's unsubscribe link is refused: scheduling checks the
 // template, and this makes sure no marketing message leaves without the link whatever the data.
-func (b *batch) build(r *recipient) (*gomail.Msg, error) {
+func (b *sendRun) build(r *claimedRecipient) (*gomail.Msg, error) {
 	c := b.c
 	token := b.w.Consent.Keys.Token(consent.Recipient{WorkspaceID: c.WorkspaceID, ContactID: r.ContactID, PurposeID: c.PurposeID})
 	unsub := c.List.UnsubscribeURL(token)
@@ -574,7 +574,7 @@ func (b *batch) build(r *recipient) (*gomail.Msg, error) {
 	}
 	out = out.WithLinks(templates.Links{Unsubscribe: unsub, Preferences: unsub, ViewOnline: unsub, PostalAddress: c.PostalAddress})
 	if (out.HTML != "" && !strings.Contains(out.HTML, html.EscapeString(unsub))) || !strings.Contains(out.Text, unsub) {
-		return nil, errors.New("no_unsubscribe_link: the rendered message lacks the recipient's unsubscribe link")
+		return nil, errors.New("no_unsubscribe_link: the rendered message lacks the claimedRecipient's unsubscribe link")
 	}
 	contactID := r.ContactID
 	m := &mailer.Message{
@@ -586,7 +586,7 @@ func (b *batch) build(r *recipient) (*gomail.Msg, error) {
 	return c.List.Compose(m, token)
 }
 
-func truncateReason(s string) string {
+func sendTruncateReason(s string) string {
 	if len(s) > 300 {
 		return s[:300]
 	}
@@ -594,30 +594,30 @@ func truncateReason(s string) string {
 }
 
 // throttle waits for the campaign's overall rate and the recipient domain's rate.
-func (b *batch) throttle(ctx context.Context, r *recipient) error {
-	if err := b.w.pace.wait(ctx, paceKey{b.c.ID, ""}, b.c.RatePerSecond); err != nil {
+func (b *sendRun) throttle(ctx context.Context, r *claimedRecipient) error {
+	if err := b.w.pace.wait(ctx, sendPaceKey{b.c.ID, ""}, b.c.RatePerSecond); err != nil {
 		return err
 	}
 	domain := strings.ToLower(r.Address[strings.LastIndexByte(r.Address, '@')+1:])
-	return b.w.pace.wait(ctx, paceKey{b.c.ID, domain}, b.c.DomainRate)
+	return b.w.pace.wait(ctx, sendPaceKey{b.c.ID, domain}, b.c.DomainRate)
 }
 
-// pacer spaces a process's messages per key (a campaign, or a campaign and recipient domain) at
+// sendPacer spaces a process's messages per key (a campaign, or a campaign and recipient domain) at
 // a rate per second: an in-process token bucket of one token.
-type pacer struct {
+type sendPacer struct {
 	mu   sync.Mutex
-	next map[paceKey]time.Time
+	next map[sendPaceKey]time.Time
 }
 
-type paceKey struct {
+type sendPaceKey struct {
 	campaign int64
 	domain   string
 }
 
-// maxPaceKeys bounds the pacer; past it, keys whose slot has passed are dropped.
-const maxPaceKeys = 10000
+// maxSendPaceKeys bounds the sendPacer; past it, keys whose slot has passed are dropped.
+const maxSendPaceKeys = 10000
 
-func (p *pacer) wait(ctx context.Context, k paceKey, perSecond int) error {
+func (p *sendPacer) wait(ctx context.Context, k sendPaceKey, perSecond int) error {
 	if perSecond <= 0 {
 		return nil
 	}
@@ -625,9 +625,9 @@ func (p *pacer) wait(ctx context.Context, k paceKey, perSecond int) error {
 	now := time.Now()
 	p.mu.Lock()
 	if p.next == nil {
-		p.next = map[paceKey]time.Time{}
+		p.next = map[sendPaceKey]time.Time{}
 	}
-	if len(p.next) >= maxPaceKeys {
+	if len(p.next) >= maxSendPaceKeys {
 		for key, at := range p.next {
 			if at.Before(now) {
 				delete(p.next, key)

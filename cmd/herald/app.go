@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/riverqueue/river"
 
+	"herald/campaigns"
 	"herald/consent"
 	"herald/internal/config"
 	"herald/internal/db"
@@ -51,7 +52,9 @@ type app struct {
 	relay   *mailer.Relays
 	capture *smtpcapture.Server
 	inbound *consent.Inbound
-	mode    mode
+	// outcomes commits campaign send outcomes (group commit); closed after the workers stop.
+	outcomes *campaigns.OutcomeWriter
+	mode     mode
 }
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string, m mode) error {
@@ -89,7 +92,7 @@ func newApp(ctx context.Context, cfg config.Config, logger *slog.Logger, m mode)
 		return nil, err
 	}
 	a.metrics = mailer.NewMetrics(a.reg)
-	a.reg.MustRegister(queue.NewDepthCollector(pool, logger, mailer.QueueTransactional, mailer.QueueMarketing))
+	a.reg.MustRegister(queue.NewDepthCollector(pool, logger, mailer.QueueTransactional, mailer.QueueMarketing, campaigns.QueueCampaigns))
 	keys, err := consentKeys(cfg, m)
 	if err != nil {
 		a.close()
@@ -128,13 +131,22 @@ func newApp(ctx context.Context, cfg config.Config, logger *slog.Logger, m mode)
 			RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, SMTPTimeout: cfg.SMTPTimeout,
 			BaseURL: cfg.BaseURL, InboundDomain: cfg.InboundDomain, DKIM: dkim})
 		river.AddWorker(workers, &consent.SubscribeExpiryWorker{DB: pool, Metrics: a.consent.Metrics, Logger: logger})
+		a.outcomes = &campaigns.OutcomeWriter{DB: pool, Logger: logger}
+		river.AddWorker(workers, &campaigns.SendBatchWorker{DB: pool, Consent: a.consent, Relay: a.relay,
+			States:   &campaigns.StateCache{DB: pool, BaseURL: cfg.BaseURL, InboundDomain: cfg.InboundDomain, DKIM: dkim, Logger: logger},
+			Outcomes: a.outcomes, Metrics: a.metrics, Logger: logger, MessageIDDomain: cfg.MessageIDDomain,
+			Lease: cfg.CampaignLease, RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, Parallel: cfg.CampaignParallel})
+		river.AddWorker(workers, &campaigns.FanOutWorker{DB: pool, Consent: a.consent, Logger: logger, BatchSize: cfg.CampaignBatch})
+		river.AddWorker(workers, &campaigns.RequeueWorker{DB: pool, Logger: logger, BatchSize: cfg.CampaignBatch})
+		river.AddWorker(workers, &campaigns.SweepWorker{DB: pool, Logger: logger})
 		opts.Workers = workers
 		opts.Queues = map[string]river.QueueConfig{
 			mailer.QueueTransactional: {MaxWorkers: cfg.Workers},
 			mailer.QueueMarketing:     {MaxWorkers: cfg.MarketingWorkers},
 			river.QueueDefault:        {MaxWorkers: 2}, // housekeeping: subscribe-request expiry
+			campaigns.QueueCampaigns:  {MaxWorkers: cfg.CampaignWorkers},
 		}
-		opts.PeriodicJobs = []*river.PeriodicJob{consent.SubscribeExpiryJob()}
+		opts.PeriodicJobs = append([]*river.PeriodicJob{consent.SubscribeExpiryJob()}, campaigns.PeriodicJobs(cfg.CampaignSweep)...)
 	}
 	a.river, err = queue.New(pool, opts)
 	if err != nil {
@@ -231,6 +243,9 @@ func consentKeys(cfg config.Config, m mode) (*consent.Keys, error) {
 }
 
 func (a *app) close() {
+	if a.outcomes != nil {
+		a.outcomes.Close() // the workers have stopped: write what they left queued
+	}
 	if a.relay != nil {
 		a.relay.Close()
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"herald/campaigns"
 	"herald/consent"
 	"herald/internal/contacts"
 	"herald/internal/httpx"
@@ -53,6 +54,8 @@ func (a *app) router() http.Handler {
 		cons := &consent.Handler{DB: a.pool, Service: a.consent, Logger: a.logger, MaxBodyBytes: a.cfg.MaxBodyBytes,
 			BaseURL: a.cfg.BaseURL, SubscribeTTL: a.cfg.SubscribeTTL,
 			Mailer: &mailer.ConfirmationMailer{River: a.river, MaxAttempts: a.cfg.MaxAttempts, MessageIDDomain: a.cfg.MessageIDDomain}}
+		camps := &campaigns.Handler{DB: a.pool, River: a.river, Consent: a.consent, Logger: a.logger}
+		auds := &campaigns.AudienceHandler{DB: a.pool, Logger: a.logger, MaxImportBytes: a.cfg.MaxImportBytes}
 		r.Route("/v1", func(r chi.Router) {
 			r.Group(cons.SubscribeRoutes) // public: the double opt-in form posts here with its form key
 			r.Group(func(r chi.Router) {
@@ -61,6 +64,8 @@ func (a *app) router() http.Handler {
 				cts.Routes(r)
 				tpls.Routes(r)
 				cons.Routes(r)
+				camps.Routes(r)
+				auds.Routes(r)
 			})
 		})
 		cons.PageRoutes(r) // public: recipients' unsubscribe, preference and confirmation pages

@@ -67,6 +67,13 @@ type Config struct {
 	InboundDomain    string        // HERALD_INBOUND_DOMAIN: domain of the mailto unsubscribe addresses
 	DKIMKeys         string        // HERALD_DKIM_KEYS: "domain:selector:/path/key.pem,..." signing keys per sender domain
 	SubscribeTTL     time.Duration // HERALD_SUBSCRIBE_TTL: how long a double opt-in confirmation link stays valid
+
+	// Campaign sending (package campaigns).
+	CampaignWorkers  int           // HERALD_CAMPAIGN_WORKERS: concurrent campaign jobs (send batches, fan-outs) per work process
+	CampaignBatch    int           // HERALD_CAMPAIGN_BATCH: recipients per send batch job
+	CampaignLease    time.Duration // HERALD_CAMPAIGN_LEASE: how long a batch's claim holds its recipients (renewed while it sends)
+	CampaignParallel int           // HERALD_CAMPAIGN_PARALLEL: hand-offs of one batch at once, each on its own relay connection
+	CampaignSweep    time.Duration // HERALD_CAMPAIGN_SWEEP: interval of the campaign sweeper (stalled fan-outs, expired claims)
 }
 
 // Default returns the configuration used when nothing is set: a local development setup.
@@ -92,6 +99,11 @@ func Default() Config {
 		DBPool:           20,
 		MarketingWorkers: 12,
 		SubscribeTTL:     72 * time.Hour,
+		CampaignWorkers:  4,
+		CampaignBatch:    100,
+		CampaignLease:    time.Minute,
+		CampaignParallel: 1,
+		CampaignSweep:    30 * time.Second,
 	}
 }
 
@@ -162,6 +174,11 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	str("HERALD_INBOUND_DOMAIN", &c.InboundDomain)
 	str("HERALD_DKIM_KEYS", &c.DKIMKeys)
 	dur("HERALD_SUBSCRIBE_TTL", &c.SubscribeTTL)
+	integer("HERALD_CAMPAIGN_WORKERS", &c.CampaignWorkers)
+	integer("HERALD_CAMPAIGN_BATCH", &c.CampaignBatch)
+	dur("HERALD_CAMPAIGN_LEASE", &c.CampaignLease)
+	integer("HERALD_CAMPAIGN_PARALLEL", &c.CampaignParallel)
+	dur("HERALD_CAMPAIGN_SWEEP", &c.CampaignSweep)
 	if len(errs) > 0 {
 		return c, errors.Join(errs...)
 	}
@@ -210,6 +227,18 @@ func (c *Config) Validate() error {
 	if c.MarketingWorkers > c.DBPool-4 {
 		return fmt.Errorf("HERALD_MARKETING_WORKERS (%d) must be at most HERALD_DB_POOL - 4 (%d): each marketing send holds a database connection through its SMTP hand-off",
 			c.MarketingWorkers, c.DBPool-4)
+	}
+	// A campaign batch holds a connection for its consent transaction from its decision to its
+	// last outcome, like a marketing send.
+	if c.MarketingWorkers+c.CampaignWorkers > c.DBPool-4 {
+		return fmt.Errorf("HERALD_MARKETING_WORKERS + HERALD_CAMPAIGN_WORKERS (%d) must be at most HERALD_DB_POOL - 4 (%d): each holds a database connection through its SMTP hand-offs",
+			c.MarketingWorkers+c.CampaignWorkers, c.DBPool-4)
+	}
+	if c.CampaignBatch > 1000 {
+		return fmt.Errorf("HERALD_CAMPAIGN_BATCH: %d recipients per batch; at most 1000 (a batch holds their consent locks while it sends)", c.CampaignBatch)
+	}
+	if c.CampaignParallel > 16 {
+		return fmt.Errorf("HERALD_CAMPAIGN_PARALLEL: %d; at most 16 hand-offs of one batch at once", c.CampaignParallel)
 	}
 	if c.RetryMax < c.RetryBase {
 		return errors.New("HERALD_RETRY_MAX must not be below HERALD_RETRY_BASE")
