@@ -60,7 +60,8 @@ type action struct {
 	inner string // src without its delimiters
 	kind  actionKind
 	decl  bool     // declares a variable and prints nothing
-	esc   []string // the escapers html/template gave it in the fast template
+	esc     []string // the escapers html/template gave it in the fast template
+	origEsc []string // and in the template as written
 	// Where the token landed in the sanitised text.
 	inAttr   bool
 	elem     string
@@ -77,12 +78,46 @@ type segment struct {
 // presanitize builds the fast form of an HTML part that Compile accepted, or returns nil when
 // the template needs the per-render sanitiser (the reason is not reported: both paths give the
 // same result).
-func presanitize(src string) *presanitized {
+//
+// escaped is the tree of the HTML part as html/template escaped it: its text nodes are the
+// static text as the per-render path hands it to the sanitiser (html/template rewrites some,
+// such as "<" that starts no tag, which becomes "&lt;"), so they are what is sanitised here.
+func presanitize(src string, escaped *parse.Tree) *presanitized {
 	if strings.Contains(strings.ToLower(src), tokenPrefix) {
 		return nil
 	}
 	segs, ok := scanActions(src)
 	if !ok || !sameTexts(segs, src) {
+		return nil
+	}
+	rewritten := textNodes(escaped.Root, nil)
+	k := 0
+	for i := range segs {
+		if segs[i].act != nil || segs[i].text == "" {
+			continue
+		}
+		if k >= len(rewritten) {
+			return nil
+		}
+		segs[i].text = rewritten[k]
+		k++
+	}
+	if k != len(rewritten) {
+		return nil
+	}
+	orig := actionNodes(escaped.Root, nil)
+	k = 0
+	for _, sg := range segs {
+		if sg.act == nil || sg.act.kind != leafAction {
+			continue
+		}
+		if k >= len(orig) {
+			return nil
+		}
+		sg.act.origEsc = escapers(orig[k].Pipe)
+		k++
+	}
+	if k != len(orig) {
 		return nil
 	}
 	var t strings.Builder
@@ -486,6 +521,9 @@ func (p *presanitized) buildHTML(sanitised string, acts []*action) *htmltemplate
 		}
 		esc := escapers(n.Pipe)
 		a.esc = esc
+		if !sameEscaping(a.origEsc, esc) {
+			return nil // e.g. an action in an HTML comment, which html/template prints as nothing
+		}
 		switch {
 		case !a.inAttr && len(esc) == 1 && esc[0] == "_html_template_htmlescaper":
 			appendCommand(t.Tree, n, "herald_text")
@@ -502,6 +540,27 @@ func (p *presanitized) buildHTML(sanitised string, acts []*action) *htmltemplate
 		}
 	}
 	return t
+}
+
+// sameEscaping: the action is escaped the same way in the template as written and in the fast
+// template, but for the last, HTML-escaping step, whose spelling the sanitiser normalises (a
+// value that was escaped for an unquoted attribute or a <textarea> is now in a quoted attribute
+// or in text).
+func sameEscaping(orig, fast []string) bool {
+	last := func(e []string) ([]string, bool) {
+		if len(e) == 0 {
+			return nil, false
+		}
+		switch e[len(e)-1] {
+		case "_html_template_htmlescaper", "_html_template_rcdataescaper", "_html_template_attrescaper",
+			"_html_template_nospaceescaper":
+			return e[:len(e)-1], true
+		}
+		return nil, false
+	}
+	o, ok1 := last(orig)
+	f, ok2 := last(fast)
+	return ok1 && ok2 && equalStrings(o, f)
 }
 
 // actionNodes lists the action nodes of a tree in source order.

@@ -37,7 +37,7 @@ func Compile(t Template) (*Compiled, error) {
 		if c.html, err = parseHTML(t.HTML); err != nil {
 			return nil, err
 		}
-		c.fast = presanitize(t.HTML)
+		c.fast = presanitize(t.HTML, c.html.Tree)
 	}
 	if c.html == nil && c.text == nil {
 		return nil, &PartError{Part: "html", Err: errors.New("html or text is required")}
