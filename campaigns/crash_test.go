@@ -49,6 +49,7 @@ type procHarness struct {
 }
 
 type workerProc struct {
+	addr   string // its HTTP (ops) address
 	cmd    *exec.Cmd
 	stderr *strings.Builder
 	done   chan error
@@ -75,7 +76,9 @@ func procFreeAddr(t testing.TB) string {
 	return l.Addr().String()
 }
 
-func procSetup(t testing.TB, env map[string]string) *procHarness {
+// procSetup prepares the harness; with countOnly the SMTP server only counts messages (a cheap
+// sink for benchmarks) instead of recording them per address.
+func procSetup(t testing.TB, env map[string]string, countOnly bool) *procHarness {
 	t.Helper()
 	ctx := context.Background()
 	h := &procHarness{t: t, bin: buildHeraldBinary(t), url: dbtest.NewDB(t), got: map[string][]string{}, nth: make(chan struct{})}
@@ -88,7 +91,11 @@ func procSetup(t testing.TB, env map[string]string) *procHarness {
 	if h.river, err = queue.New(pool, queue.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	h.smtp, err = smtpcapture.Start(smtpcapture.Options{Keep: -1, DataHook: h.record})
+	hook := h.record
+	if countOnly {
+		hook = nil
+	}
+	h.smtp, err = smtpcapture.Start(smtpcapture.Options{Keep: -1, DataHook: hook})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +236,8 @@ func (h *procHarness) enqueue() int {
 func (h *procHarness) start(env map[string]string) *workerProc {
 	t := h.t
 	t.Helper()
-	cmd := exec.Command(h.bin, "work", "--addr", procFreeAddr(t))
+	addr := procFreeAddr(t)
+	cmd := exec.Command(h.bin, "work", "--addr", addr)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range h.baseEnv {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -237,7 +245,7 @@ func (h *procHarness) start(env map[string]string) *workerProc {
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	p := &workerProc{cmd: cmd, stderr: &strings.Builder{}, done: make(chan error, 1)}
+	p := &workerProc{addr: addr, cmd: cmd, stderr: &strings.Builder{}, done: make(chan error, 1)}
 	cmd.Stderr = &lockedWriter{b: p.stderr}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -357,7 +365,7 @@ func TestCrashMidCampaign(t *testing.T) {
 	}
 	t.Parallel()
 	const total, workers = 3000, 4
-	h := procSetup(t, map[string]string{"HERALD_CAMPAIGN_WORKERS": fmt.Sprint(workers)})
+	h := procSetup(t, map[string]string{"HERALD_CAMPAIGN_WORKERS": fmt.Sprint(workers)}, false)
 	h.seed(total, 100)
 	at := h.notifyAt(1000)
 	h.enqueue()
@@ -438,7 +446,7 @@ func TestPauseResumeProcess(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	const total = 3000
-	h := procSetup(t, nil)
+	h := procSetup(t, nil, false)
 	h.seed(total, 100)
 	at := h.notifyAt(800)
 	h.enqueue()

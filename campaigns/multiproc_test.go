@@ -14,7 +14,7 @@ func TestTwoWorkProcesses(t *testing.T) {
 	}
 	t.Parallel()
 	const total = 3000
-	h := procSetup(t, map[string]string{"HERALD_CAMPAIGN_WORKERS": "3"})
+	h := procSetup(t, map[string]string{"HERALD_CAMPAIGN_WORKERS": "3"}, false)
 	h.seed(total, 50)
 	p1, p2 := h.start(nil), h.start(nil)
 	// Both clients are up before there is work, so that one cannot take it all before the other

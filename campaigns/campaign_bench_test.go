@@ -1,0 +1,171 @@
+package campaigns_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchmarkCampaignSend100k sends a 100,000-recipient campaign (contacts opted in by SQL) from
+// ONE `herald work` process to an in-process SMTP sink that only counts, with the consent check
+// on (DecideBatch per batch) and no tracking. It reports messages/s from the insert of the batch
+// jobs to the campaign's finished_at, CPU ms per message of the worker process (utime+stime from
+// /proc/PID/stat) and of PostgreSQL (the backends serving this test's database, from /proc, so
+// the cluster's other databases do not count; shared processes such as the WAL writer and
+// checkpointer are left out), and the worker's peak RSS (VmHWM).
+//
+// HERALD_BENCH_CAMPAIGN_WORKERS and HERALD_BENCH_CAMPAIGN_PARALLEL override the worker's
+// settings (defaults 8 and 2) for tuning runs.
+func BenchmarkCampaignSend100k(b *testing.B) {
+	const total = 100_000
+	workers := envOr("HERALD_BENCH_CAMPAIGN_WORKERS", "8")
+	parallel := envOr("HERALD_BENCH_CAMPAIGN_PARALLEL", "2")
+	for range b.N {
+		h := procSetup(b, map[string]string{
+			"HERALD_CAMPAIGN_WORKERS": workers, "HERALD_CAMPAIGN_PARALLEL": parallel,
+			"HERALD_DB_POOL": "40", "HERALD_SMTP_POOL": "32", "HERALD_CAMPAIGN_LEASE": "1m",
+			"HERALD_CAMPAIGN_SWEEP": "30s", "HERALD_LOG_LEVEL": "error", "HERALD_FETCH_COOLDOWN": "10ms",
+		}, true)
+		seedStart := time.Now()
+		h.seed(total, 100)
+		b.Logf("seeded %d contacts, opt-ins and recipients in %s", total, time.Since(seedStart).Round(time.Millisecond))
+		p := h.start(nil)
+		waitReady(b, "http://"+p.addr+"/readyz")
+		pid := p.cmd.Process.Pid
+
+		b.ResetTimer()
+		cpu0 := procCPU(b, pid)
+		pg0 := h.backendCPU()
+		start := time.Now()
+		jobs := h.enqueue()
+		finished := h.waitStatus("sent", 10*time.Minute)
+		cpu1 := procCPU(b, pid)
+		pg1 := h.backendCPU()
+		b.StopTimer()
+		hwm := procHWM(b, pid)
+		h.stop(p)
+
+		elapsed := finished.Sub(start)
+		if n := h.smtp.Count(); n != total {
+			b.Fatalf("the sink received %d messages, want %d", n, total)
+		}
+		var pgCPU time.Duration
+		for pid, after := range pg1 {
+			pgCPU += after - pg0[pid] // a backend started during the run counts from 0
+		}
+		rate := float64(total) / elapsed.Seconds()
+		workerMS := float64((cpu1 - cpu0).Microseconds()) / 1000 / total
+		pgMS := float64(pgCPU.Microseconds()) / 1000 / total
+		b.ReportMetric(rate, "msgs/s")
+		b.ReportMetric(workerMS, "worker-cpu-ms/msg")
+		b.ReportMetric(pgMS, "pg-cpu-ms/msg")
+		b.ReportMetric(float64(hwm)/(1<<20), "worker-peak-rss-MB")
+		b.Logf("%d messages in %d batch jobs in %s: %.0f msgs/s; CPU per message: worker %.3f ms + PostgreSQL %.3f ms = %.3f ms; worker peak RSS %.1f MB (workers %s, parallel %s)",
+			total, jobs, elapsed.Round(time.Millisecond), rate, workerMS, pgMS, workerMS+pgMS, float64(hwm)/(1<<20), workers, parallel)
+	}
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func waitReady(tb testing.TB, url string) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := http.Get(url)
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s never became ready: %v", url, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// clockTick is the unit of utime and stime in /proc/PID/stat (USER_HZ, 100 on Linux).
+const clockTick = 10 * time.Millisecond
+
+// procCPU returns the user+system CPU time a process has used.
+func procCPU(tb testing.TB, pid int) time.Duration {
+	tb.Helper()
+	d, err := readProcCPU(pid)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return d
+}
+
+func readProcCPU(pid int) (time.Duration, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces; the fields after its closing parenthesis are
+	// state (3), ..., utime (14), stime (15).
+	s := string(raw)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(fields))
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: utime %q stime %q", pid, fields[11], fields[12])
+	}
+	return time.Duration(utime+stime) * clockTick, nil
+}
+
+// procHWM returns a process's peak resident set size in bytes (VmHWM).
+func procHWM(tb testing.TB, pid int) int64 {
+	tb.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for line := range strings.Lines(string(raw)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	tb.Fatal("no VmHWM in /proc/PID/status")
+	return 0
+}
+
+// backendCPU returns the CPU time used so far by each PostgreSQL backend connected to the
+// harness's database.
+func (h *procHarness) backendCPU() map[int]time.Duration {
+	h.t.Helper()
+	rows, err := h.pool.Query(context.Background(), `SELECT pid FROM pg_stat_activity WHERE datname = current_database()`)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[int]time.Duration{}
+	for rows.Next() {
+		var pid int
+		if err := rows.Scan(&pid); err != nil {
+			h.t.Fatal(err)
+		}
+		if d, err := readProcCPU(pid); err == nil { // a backend may have just exited
+			out[pid] = d
+		}
+	}
+	return out
+}
