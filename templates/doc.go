@@ -68,17 +68,64 @@
 // Data values are normalised before rendering: null prints as "" (not "<no value>") and JSON
 // numbers print as written (1234567, not 1.234567e+06); use DecodeData for request bodies.
 //
-// # Sanitising: the rendered HTML, not the source
+// # Sanitising: once per version, proved against the per-render sanitiser
 //
-// Every rendered HTML part is passed through Sanitize (bluemonday's UGC policy widened for email
-// layout: table attributes, bgcolor, font, center, class and checked inline styles). The stored
-// source is kept as written, after it parses. Sanitising the source was tried and refused:
-// bluemonday percent-encodes actions in URLs (href="{{.url}}" becomes href="%7B%7B.url%7D%7D")
-// and escapes quotes inside actions ({{if eq .s "x"}} no longer parses); and it would not be
-// sound anyway, since a template comment or false conditional can join two sanitised fragments
-// into markup the sanitiser never saw. Sanitising the output is what makes the rendered HTML safe
-// whatever the template and the data hold. <style> blocks are dropped; CSS inlining is a later
-// issue.
+// Every rendered HTML part is as Sanitize (bluemonday's UGC policy widened for email layout:
+// table attributes, bgcolor, font, center, class and checked inline styles) would leave it. The
+// stored source is kept as written, after it parses. The obvious way, sanitising every rendered
+// message, costs most of a render (63% of ~1 ms for a 10 KB newsletter, and html2text of the
+// result another 18%), and a campaign renders one version for every recipient. Sanitising the
+// source as written does not work either: bluemonday percent-encodes actions in URLs and escapes
+// quotes inside them, and a comment or false conditional can join two fragments into markup the
+// sanitiser never saw (<scr{{/* */}}ipt>).
+//
+// So Compile sanitises the static text once, in the context the renders will see it in. Each
+// action becomes an inert token (lower-case letters, kept by bluemonday in text and in any
+// attribute taking a word, a valid relative URL); comments are dropped, joining their neighbours
+// as the parser does; the text is the text html/template itself emits (it rewrites a "<" that
+// starts no tag, and drops HTML comments). The tokenised HTML is sanitised, and the fast path
+// is taken only if: every token survives exactly once, in order; each is where it was (element
+// text, or the value of the same attribute of the same element), at most one per attribute
+// value, control actions ({{if}}, {{else}}, {{end}}, {{range}}, {{with}}) only in text; and at
+// every control action sanitising is compositional: each stretch between control actions
+// sanitises alone to its stretch of the whole, and leaves the sanitiser in its initial state
+// (a probe of an allowed element and the end tag of every element the stretch started comes out
+// unchanged, so no dropped start tag is waiting to drop a later end tag). The actions are then
+// put back into the sanitised text, which is parsed as the html/template that renders: its
+// static text must come out of html/template's escaper unchanged, and each action must be
+// escaped as in the template as written but for the last HTML-escaping step.
+//
+// Why that is sound: html/template requires every branch to end in the context it started in,
+// and the checks above make each stretch of static text sanitise the same whichever branches
+// run or however often a loop repeats, so any output is a sequence of sanitised stretches and
+// values. The values are the only per-render part, and each is checked where it lands: in text,
+// html/template's escaping is respelled as x/net/html spells it ("+" for "&#43;", LF for CR);
+// in an attribute, the value is put into its sanitised start tag, which must come out of
+// Sanitize unchanged (the last value per action is remembered, so link functions are checked
+// once). A value that fails (markup from a template.HTML, a URL net/url rejects, a colour or
+// width the policy's pattern refuses, a title with quotes) stops the fast render, and that
+// message takes the per-render path. The tests hold the fast output to be a fixed point of
+// Sanitize and byte-identical to the per-render path, for a table of hostile templates and
+// values and under fuzzing; nothing is allowed to differ but the output limit, which applies
+// to the sanitised HTML rather than to html/template's output before sanitising.
+//
+// Templates that fail a check are sanitised at every render, as before; Compiled.Presanitized
+// tells which. Among them: an action in a style attribute or <style>, in a width or other
+// numeric attribute, two actions in one attribute value, a control action inside a tag, and a
+// branch that opens an element the sanitiser drops and closes it after the branch.
+//
+// The generated text part takes the same route for templates without control actions: html2text
+// of the tokenised, sanitised HTML, with the actions put back as text/template actions printing
+// what html2text would make of their HTML output (the value, white space collapsed; in an href,
+// the URL as html/template filters and percent-encodes it). A value that is empty or starts or
+// ends with white space (html2text would merge it with its neighbours), or an href that
+// html2text would treat differently (holding "javascript:" or "href"), falls back to html2text
+// of that message's HTML. With control actions the text part is always html2text of the
+// rendered HTML: html2text carries state across pieces of text (whether a paragraph break is
+// due, whether a space was just written), so a branch printing nothing changes the text around
+// it.
+//
+// <style> blocks are dropped; CSS inlining is a later issue.
 //
 // # Cost limits
 //

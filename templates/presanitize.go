@@ -56,10 +56,10 @@ const (
 )
 
 type action struct {
-	src   string // the action as written, trim markers removed (their whitespace already is)
-	inner string // src without its delimiters
-	kind  actionKind
-	decl  bool     // declares a variable and prints nothing
+	src     string // the action as written, trim markers removed (their whitespace already is)
+	inner   string // src without its delimiters
+	kind    actionKind
+	decl    bool     // declares a variable and prints nothing
 	esc     []string // the escapers html/template gave it in the fast template
 	origEsc []string // and in the template as written
 	// Where the token landed in the sanitised text.
