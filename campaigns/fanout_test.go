@@ -374,7 +374,7 @@ func TestRequeue(t *testing.T) {
 	}
 }
 
-// TestSweep: a stalled fan-out gets a new job, expired claims a requeue job (each once however
+// TestSweep: a stalled fan-out or a lost fan-out job gets a new job, expired claims a requeue job (each once however
 // often the sweep runs), a cancelled campaign's open recipients are closed, and a fanned-out
 // campaign with nothing open is marked sent.
 func TestSweep(t *testing.T) {
@@ -398,6 +398,21 @@ func TestSweep(t *testing.T) {
 	if _, err := b.pool.Exec(ctx, `UPDATE campaigns SET status = 'sending', started_at = now(), fanout_at = now()
 		WHERE id = $1`, fresh.ID); err != nil {
 		t.Fatal(err)
+	}
+	// Scheduled campaigns whose fan-out job was lost: one due three minutes ago, one local-time
+	// campaign whose day has come; and one due in an hour, whose job is merely waiting.
+	lostNow := b.scheduled(t, campaigns.CampaignInput{})
+	inAnHour := b.now.Add(time.Hour)
+	future := b.scheduled(t, campaigns.CampaignInput{Schedule: &campaigns.Schedule{Kind: "at", At: &inAnHour}})
+	lostLocal := b.scheduled(t, campaigns.CampaignInput{Schedule: &campaigns.Schedule{Kind: "local_time",
+		LocalDate: b.now.AddDate(0, 0, 3).Format("2006-01-02"), LocalTime: "08:00"}})
+	for _, q := range []string{
+		`UPDATE campaigns SET scheduled_at = now() - interval '3 minutes', local_date = current_date - 2 WHERE id = ANY($1)`,
+		`DELETE FROM river_job WHERE kind = 'campaigns.fan_out' AND (args->>'campaign_id')::bigint = ANY($1)`,
+	} {
+		if _, err := b.pool.Exec(ctx, q, []int64{lostNow.ID, lostLocal.ID}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	claims := fan()
 	if _, err := b.pool.Exec(ctx, `UPDATE campaign_recipients SET status = 'sending', claimed_until = now() - interval '1 second'
@@ -430,6 +445,9 @@ func TestSweep(t *testing.T) {
 	}{
 		{"stalled fan-out", stalled.ID, "campaigns.fan_out", 2, 1}, // the scheduling job, plus one
 		{"fresh fan-out", fresh.ID, "campaigns.fan_out", 1, 1},
+		{"lost fan-out job, kind now", lostNow.ID, "campaigns.fan_out", 1, 0},
+		{"lost fan-out job, local time", lostLocal.ID, "campaigns.fan_out", 1, 0},
+		{"fan-out job waiting for its time", future.ID, "campaigns.fan_out", 1, 1},
 		{"expired claims", claims.ID, "campaigns.requeue", 1, 0},
 		{"no expired claims", done.ID, "campaigns.requeue", 0, 0},
 	} {

@@ -44,7 +44,8 @@ func PeriodicJobs(interval time.Duration) []*river.PeriodicJob {
 }
 
 // SweepWorker works SweepArgs. For sending campaigns it starts a new fan-out job when the fan-out
-// is unfinished and has not committed a page for FanOutStale, a requeue job when recipients have
+// is unfinished and has not committed a page for FanOutStale (and for scheduled ones when their
+// send time is FanOutStale past: their job was lost), a requeue job when recipients have
 // expired claims, and marks the campaign sent when it is fanned out and nothing is open; for
 // cancelled campaigns it marks the open recipients cancelled, in pages. Jobs it inserts are
 // unique by args among unfinished jobs, so repeated sweeps do not pile them up (duplicates would
@@ -93,7 +94,16 @@ func (w *SweepWorker) Work(ctx context.Context, job *river.Job[SweepArgs]) error
 	if err != nil {
 		return err
 	}
-	for _, id := range ids {
+	// A scheduled campaign whose time is FanOutStale past has lost its fan-out job (discarded
+	// after failing every attempt, or deleted): start another. Its send time, as SendTime.
+	late, err := w.ids(ctx, `SELECT id FROM campaigns WHERE status = 'scheduled' AND CASE schedule_kind
+			WHEN 'at' THEN send_at
+			WHEN 'local_time' THEN ((local_date + local_time) - interval '14 hours') AT TIME ZONE 'UTC'
+			ELSE scheduled_at END < $1`, stale)
+	if err != nil {
+		return err
+	}
+	for _, id := range append(ids, late...) {
 		w.logger().WarnContext(ctx, "campaign fan-out stalled; starting another", "campaign_id", id)
 		jobs = append(jobs, river.InsertManyParams{Args: FanOutArgs{CampaignID: id},
 			InsertOpts: &river.InsertOpts{Queue: QueueCampaigns, UniqueOpts: pendingUnique()}})
