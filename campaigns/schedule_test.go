@@ -47,7 +47,7 @@ func TestLocalTimeSendAfter(t *testing.T) {
 		want map[string]time.Duration // per zone: send time minus the day's 00:00 UTC
 	}{
 		{"summer time begins", lastSunday(b.now, time.March), map[string]time.Duration{
-			"Europe/Berlin":    time.Hour + 30*time.Minute,  // 02:30 does not exist: 03:30 CEST
+			"Europe/Berlin":    time.Hour + 30*time.Minute,   // 02:30 does not exist: 03:30 CEST
 			"America/New_York": 6*time.Hour + 30*time.Minute, // EDT since mid-March
 			"Asia/Tokyo":       -6*time.Hour - 30*time.Minute,
 			"":                 -3 * time.Hour, // fallback Asia/Kolkata, UTC+5:30
