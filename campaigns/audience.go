@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -97,9 +98,11 @@ func resolveAudience(ctx context.Context, q db.Querier, workspaceID int64, a Aud
 		if len(names) == 0 {
 			continue
 		}
-		query := `SELECT name, id, '' FROM lists WHERE workspace_id = $1 AND name = ANY($2)`
+		// FOR KEY SHARE: a campaign scheduled in this transaction keeps its lists and segments
+		// from being deleted under it (see audienceDelete).
+		query := `SELECT name, id, '' FROM lists WHERE workspace_id = $1 AND name = ANY($2) FOR KEY SHARE`
 		if f.segment {
-			query = `SELECT name, id, filter FROM segments WHERE workspace_id = $1 AND name = ANY($2)`
+			query = `SELECT name, id, filter FROM segments WHERE workspace_id = $1 AND name = ANY($2) FOR KEY SHARE`
 		}
 		rows, err := q.Query(ctx, query, workspaceID, names)
 		if err != nil {
@@ -328,4 +331,45 @@ func AudienceCount(ctx context.Context, q db.Querier, workspaceID int64, a Audie
 		return 0, fmt.Errorf("audience count: %w", err)
 	}
 	return n, nil
+}
+
+// ErrAudienceInUse is returned when deleting a list or segment that a scheduled, sending or
+// paused campaign names: its fan-out would fail half-way.
+var ErrAudienceInUse = errors.New("a scheduled, sending or paused campaign uses it")
+
+// audienceDelete deletes the workspace's list or segment (table lists or segments) unless a live
+// campaign names it under key or exclKey of its audience. The row is locked first, so a campaign
+// being scheduled with it (which reads it FOR KEY SHARE) either commits before the check, which
+// then sees it, or waits for the delete and then finds the name gone.
+func audienceDelete(ctx context.Context, q db.Querier, table, exclKey string, workspaceID int64, name string) error {
+	b, ok := q.(interface {
+		Begin(context.Context) (pgx.Tx, error)
+	})
+	if !ok {
+		return fmt.Errorf("delete %s: needs a pool or transaction", table)
+	}
+	return pgx.BeginFunc(ctx, b, func(tx pgx.Tx) error {
+		var id int64
+		err := tx.QueryRow(ctx, `SELECT id FROM `+table+` WHERE workspace_id = $1 AND name = $2 FOR UPDATE`, workspaceID, name).Scan(&id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("delete %s: %w", table, db.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("delete %s: %w", table, err)
+		}
+		var used bool
+		err = tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM campaigns WHERE workspace_id = $1
+			AND status IN ('scheduled', 'sending', 'paused') AND (audience->$2 ? $4 OR audience->$3 ? $4))`,
+			workspaceID, table, exclKey, name).Scan(&used)
+		if err != nil {
+			return fmt.Errorf("delete %s: %w", table, err)
+		}
+		if used {
+			return fmt.Errorf("delete %s: %w", table, ErrAudienceInUse)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM `+table+` WHERE id = $1`, id); err != nil {
+			return fmt.Errorf("delete %s: %w", table, err)
+		}
+		return nil
+	})
 }

@@ -120,6 +120,9 @@ func audienceNotFound(err error, what string) error {
 	if errors.Is(err, db.ErrNotFound) {
 		return httpx.NotFound("no " + what + " with this name")
 	}
+	if errors.Is(err, ErrAudienceInUse) {
+		return httpx.NewProblem(http.StatusConflict, "this "+what+" cannot be deleted: "+ErrAudienceInUse.Error())
+	}
 	return err
 }
 

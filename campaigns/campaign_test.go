@@ -209,3 +209,40 @@ func checkInvalid(t *testing.T, name string, err error, field, detail string) {
 		t.Errorf("%s: detail %q does not say %q", name, p.Detail, detail)
 	}
 }
+
+// TestAudienceInUseCannotBeDeleted: a list or segment named by a scheduled, sending or paused
+// campaign cannot be deleted (its fan-out would fail half-way); once the campaign is cancelled,
+// or when only a draft names it, it can.
+func TestAudienceInUseCannotBeDeleted(t *testing.T) {
+	t.Parallel()
+	b := cSetup(t)
+	ctx := context.Background()
+	b.list(t, b.ws, "all", b.contacts(t, b.ws, "c", 2, ""))
+	b.list(t, b.ws, "vip", nil)
+	if _, _, err := campaigns.SegmentSave(ctx, b.pool, b.ws, "pros", `attributes.plan = "pro"`); err != nil {
+		t.Fatal(err)
+	}
+	c := b.campaign(t, b.ws, campaigns.CampaignInput{Audience: &campaigns.Audience{
+		Lists: []string{"all"}, ExcludeLists: []string{"vip"}, ExcludeSegments: []string{"pros"}}})
+	b.mustTransition(t, b.ws, c.ID, "schedule")
+	for _, del := range []func() error{
+		func() error { return campaigns.ListDelete(ctx, b.pool, b.ws, "all") },
+		func() error { return campaigns.ListDelete(ctx, b.pool, b.ws, "vip") },
+		func() error { return campaigns.SegmentDelete(ctx, b.pool, b.ws, "pros") },
+	} {
+		if err := del(); !errors.Is(err, campaigns.ErrAudienceInUse) {
+			t.Errorf("delete under a scheduled campaign: %v", err)
+		}
+	}
+	b.mustTransition(t, b.ws, c.ID, "pause")
+	if err := campaigns.ListDelete(ctx, b.pool, b.ws, "vip"); !errors.Is(err, campaigns.ErrAudienceInUse) {
+		t.Errorf("delete under a paused campaign: %v", err)
+	}
+	b.mustTransition(t, b.ws, c.ID, "cancel")
+	if err := campaigns.ListDelete(ctx, b.pool, b.ws, "vip"); err != nil {
+		t.Errorf("delete after cancel: %v", err)
+	}
+	if err := campaigns.SegmentDelete(ctx, b.pool, b.ws, "pros"); err != nil {
+		t.Errorf("delete after cancel: %v", err)
+	}
+}

@@ -109,14 +109,7 @@ func ListGet(ctx context.Context, q db.Querier, workspaceID int64, name string) 
 // ListDelete deletes the workspace's list and its memberships (not the contacts), or returns an
 // error wrapping db.ErrNotFound.
 func ListDelete(ctx context.Context, q db.Querier, workspaceID int64, name string) error {
-	tag, err := q.Exec(ctx, `DELETE FROM lists WHERE workspace_id = $1 AND name = $2`, workspaceID, name)
-	if err != nil {
-		return fmt.Errorf("delete list: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("delete list: %w", db.ErrNotFound)
-	}
-	return nil
+	return audienceDelete(ctx, q, "lists", "exclude_lists", workspaceID, name)
 }
 
 // ListPage returns up to limit of the workspace's lists with names after after, by name.

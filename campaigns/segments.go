@@ -64,14 +64,7 @@ func SegmentGet(ctx context.Context, q db.Querier, workspaceID int64, name strin
 
 // SegmentDelete deletes the workspace's segment, or returns an error wrapping db.ErrNotFound.
 func SegmentDelete(ctx context.Context, q db.Querier, workspaceID int64, name string) error {
-	tag, err := q.Exec(ctx, `DELETE FROM segments WHERE workspace_id = $1 AND name = $2`, workspaceID, name)
-	if err != nil {
-		return fmt.Errorf("delete segment: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("delete segment: %w", db.ErrNotFound)
-	}
-	return nil
+	return audienceDelete(ctx, q, "segments", "exclude_segments", workspaceID, name)
 }
 
 // SegmentPage returns up to limit of the workspace's segments with names after after, by name.
