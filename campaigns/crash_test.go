@@ -357,15 +357,16 @@ func (h *procHarness) sentAddresses() map[string]string {
 
 // TestCrashMidCampaign SIGKILLs the only worker process once 1,000 of 3,000 messages have
 // arrived, restarts it, and checks that every recipient ends with one sent row, and that the only
-// messages received twice are messages whose outcome was not committed at the kill (at most one
-// per batch worker), each sent again with the same Message-ID.
+// messages received twice are messages whose outcome was not committed at the kill (at most the
+// hand-offs in flight: workers × parallel), each sent again with the same Message-ID.
 func TestCrashMidCampaign(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs herald work processes")
 	}
 	t.Parallel()
-	const total, workers = 3000, 4
-	h := procSetup(t, map[string]string{"HERALD_CAMPAIGN_WORKERS": fmt.Sprint(workers)}, false)
+	const total, workers, parallel = 3000, 4, 4
+	h := procSetup(t, map[string]string{"HERALD_CAMPAIGN_WORKERS": fmt.Sprint(workers),
+		"HERALD_CAMPAIGN_PARALLEL": fmt.Sprint(parallel)}, false)
 	h.seed(total, 100)
 	at := h.notifyAt(1000)
 	h.enqueue()
@@ -387,8 +388,8 @@ func TestCrashMidCampaign(t *testing.T) {
 		}
 	}
 	t.Logf("killed after %d messages received; %d sent rows committed; %d in flight", n, len(committed), len(uncommitted))
-	if len(uncommitted) > workers {
-		t.Errorf("%d received messages without a committed outcome; at most one per worker (%d)", len(uncommitted), workers)
+	if len(uncommitted) > workers*parallel {
+		t.Errorf("%d received messages without a committed outcome; at most one per hand-off in flight (%d)", len(uncommitted), workers*parallel)
 	}
 	for addr := range committed {
 		if _, ok := before[addr]; !ok {
