@@ -25,11 +25,6 @@ import (
 	"herald/templates"
 )
 
-// Transport hands one message to SMTP: a *mailer.Relay, or several relays with failover.
-type Transport interface {
-	Send(ctx context.Context, msg *gomail.Msg) (mailer.SendResult, error)
-}
-
 // Defaults of SendBatchWorker's knobs.
 const (
 	DefaultLease         = time.Minute
@@ -45,7 +40,7 @@ type SendBatchWorker struct {
 	river.WorkerDefaults[SendBatchArgs]
 	DB       *pgxpool.Pool
 	Consent  *consent.Service
-	Relay    Transport
+	Relay    mailer.Transport
 	States   *StateCache
 	Outcomes *OutcomeWriter
 	Metrics  *mailer.Metrics
