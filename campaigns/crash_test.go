@@ -104,8 +104,8 @@ func procSetup(t testing.TB, env map[string]string, countOnly bool) *procHarness
 		"DATABASE_URL": h.url, "HERALD_SMTP_URL": "smtp://" + h.smtp.Addr() + "?tls=none",
 		"HERALD_BASE_URL": "https://herald.example", "HERALD_LOG_LEVEL": "warn",
 		"HERALD_HASH_KEY": "test-hash-key-0123456789", "HERALD_TOKEN_KEYS": "1:test-token-key-0123456789",
-		// Fast recovery: a dead batch's claims expire after 2 s and the sweeper looks every second.
-		"HERALD_CAMPAIGN_LEASE": "2s", "HERALD_CAMPAIGN_SWEEP": "1s", "HERALD_CAMPAIGN_WORKERS": "4",
+		// Fast recovery: a dead batch's claims expire after 3 s and the sweeper looks every second.
+		"HERALD_CAMPAIGN_LEASE": "3s", "HERALD_CAMPAIGN_SWEEP": "1s", "HERALD_CAMPAIGN_WORKERS": "4",
 		"HERALD_SHUTDOWN_TIMEOUT": "5s",
 	}
 	for k, v := range env {

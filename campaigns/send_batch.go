@@ -327,6 +327,17 @@ func (b *sendRun) sendLoop(ctx context.Context, next <-chan *claimedRecipient) {
 		if err := b.throttle(ctx, r); err != nil {
 			return // cancelled: run releases the rest
 		}
+		// Waiting for the previous outcome or the throttle may have eaten into the lease: renew
+		// it now if half of it is gone (no round trip otherwise), and hand off only a recipient
+		// this claim still holds, so an expired claim taken by another job is never sent twice.
+		if err := b.renew(ctx); err != nil {
+			w.Logger.WarnContext(ctx, "campaign claims not renewed; batch stops", "campaign_id", c.ID, "err", err)
+			b.setStop(rsQueued)
+			return
+		}
+		if b.lost(r) {
+			continue
+		}
 		start := time.Now()
 		res, sendErr := w.Relay.Send(ctx, msg)
 		o := b.outcome(r, res, sendErr)
