@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -193,6 +194,11 @@ func (a *app) run(ctx context.Context) error {
 		}()
 		a.logger.Info("mailto unsubscribe receiver started", "addr", iln.Addr().String(), "domain", a.cfg.InboundDomain)
 	}
+	if a.cfg.PprofAddr != "" {
+		if err := a.servePprof(ctx); err != nil {
+			return err
+		}
+	}
 	a.logger.Info("herald started", "mode", a.mode.String(), "addr", ln.Addr().String())
 	if a.mode == modeDev {
 		if err := a.announceDev(ctx, ln.Addr().String()); err != nil {
@@ -227,6 +233,33 @@ func (a *app) run(ctx context.Context) error {
 		}
 	}
 	a.logger.Info("stopped")
+	return nil
+}
+
+// servePprof serves net/http/pprof on HERALD_PPROF_ADDR until ctx ends: a debug listener for
+// profiling a running process (campaign sending, say), off unless set, never on the API's port.
+func (a *app) servePprof(ctx context.Context) error {
+	ln, err := net.Listen("tcp", a.cfg.PprofAddr)
+	if err != nil {
+		return fmt.Errorf("listen for pprof on %s: %w", a.cfg.PprofAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.logger.Warn("pprof listener", "err", err)
+		}
+	}()
+	a.logger.Warn("pprof debug listener on; do not expose it", "addr", ln.Addr().String())
 	return nil
 }
 

@@ -74,6 +74,8 @@ type Config struct {
 	CampaignLease    time.Duration // HERALD_CAMPAIGN_LEASE: how long a batch's claim holds its recipients (renewed while it sends)
 	CampaignParallel int           // HERALD_CAMPAIGN_PARALLEL: hand-offs of one batch at once, each on its own relay connection
 	CampaignSweep    time.Duration // HERALD_CAMPAIGN_SWEEP: interval of the campaign sweeper (stalled fan-outs, expired claims)
+
+	PprofAddr string // HERALD_PPROF_ADDR: debug listener of net/http/pprof (empty: off; never expose it publicly)
 }
 
 // Default returns the configuration used when nothing is set: a local development setup.
@@ -179,6 +181,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	dur("HERALD_CAMPAIGN_LEASE", &c.CampaignLease)
 	integer("HERALD_CAMPAIGN_PARALLEL", &c.CampaignParallel)
 	dur("HERALD_CAMPAIGN_SWEEP", &c.CampaignSweep)
+	str("HERALD_PPROF_ADDR", &c.PprofAddr)
 	if len(errs) > 0 {
 		return c, errors.Join(errs...)
 	}
