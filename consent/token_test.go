@@ -189,3 +189,94 @@ func FuzzParseToken(f *testing.F) {
 		}
 	})
 }
+
+// TestTokenGolden pins the unsubscribe token's wire format: these tokens were issued before
+// Token was rebuilt on SignIDs, and links in mail already sent must keep working.
+func TestTokenGolden(t *testing.T) {
+	t.Parallel()
+	dev := consent.DevKeys()
+	k7 := mustKeys(t, "7:"+oldSecret)
+	for _, g := range []struct {
+		keys  *consent.Keys
+		r     consent.Recipient
+		token string
+	}{
+		{dev, consent.Recipient{WorkspaceID: 1, ContactID: 1}, "aeaqcaiah3cltsdqelqpfxqjqowotoor3y"},
+		{k7, consent.Recipient{WorkspaceID: 1, ContactID: 1}, "aedqcaiapz5m65c7ofqnqjfngdsq7ape4q"},
+		{dev, consent.Recipient{WorkspaceID: 5, ContactID: 6, PurposeID: 7}, "aeaqkbqhypm4hxyfm7rw7afrflelj4uaby"},
+		{k7, consent.Recipient{WorkspaceID: 5, ContactID: 6, PurposeID: 7}, "aedqkbqhur4qdoewgj7dezdzlh6uulaaq4"},
+		{dev, consent.Recipient{WorkspaceID: 127, ContactID: 128, PurposeID: 16383}, "aeax7aab757zhnncdkftx5rcykvlwmgvz26ke"},
+		{k7, consent.Recipient{WorkspaceID: 127, ContactID: 128, PurposeID: 16383}, "aedx7aab7575vp6wa4g6q2ucnbofuq6ogvnys"},
+		{dev, consent.Recipient{WorkspaceID: 1 << 40, ContactID: 1<<62 - 1, PurposeID: 1 << 62},
+			"aeaybaeaqcacb77777777777747ybaeaqcaibaeaic3yohn5zol3zmnv3xyg7xatpilq"},
+		{k7, consent.Recipient{WorkspaceID: 1 << 40, ContactID: 1<<62 - 1, PurposeID: 1 << 62},
+			"aedybaeaqcacb77777777777747ybaeaqcaibaeaian7nycur57ggn2zx2x3hclcfpda"},
+	} {
+		if got := g.keys.Token(g.r); got != g.token {
+			t.Errorf("Token(%+v) = %q, want the issued %q", g.r, got, g.token)
+		}
+		if got, err := g.keys.ParseToken(g.token); err != nil || got != g.r {
+			t.Errorf("ParseToken(%q) = %+v, %v; want %+v", g.token, got, err, g.r)
+		}
+	}
+}
+
+// TestSignIDsDomains: a token is accepted only for the domain and the number of ids it was
+// signed with, so a view-online token is never an unsubscribe token, nor the reverse.
+func TestSignIDsDomains(t *testing.T) {
+	t.Parallel()
+	k := consent.DevKeys()
+	const view = "herald/view/v1"
+	ids := []int64{5, 6, 7}
+	tok := k.SignIDs(view, ids...)
+	got, err := k.ParseIDs(view, tok, 3)
+	if err != nil || len(got) != 3 || got[0] != 5 || got[1] != 6 || got[2] != 7 {
+		t.Fatalf("ParseIDs = %v, %v", got, err)
+	}
+	if _, err := k.ParseToken(tok); !errors.Is(err, consent.ErrBadToken) {
+		t.Errorf("a view token parses as an unsubscribe token: %v", err)
+	}
+	unsub := k.Token(consent.Recipient{WorkspaceID: 5, ContactID: 6, PurposeID: 7})
+	if unsub == tok {
+		t.Fatal("the same ids give the same token in two domains")
+	}
+	if _, err := k.ParseIDs(view, unsub, 3); !errors.Is(err, consent.ErrBadToken) {
+		t.Errorf("an unsubscribe token parses as a view token: %v", err)
+	}
+	// The unsubscribe domain through the generic API is the unsubscribe token itself.
+	if got := k.SignIDs("herald/unsubscribe/v1", ids...); got != unsub {
+		t.Errorf("SignIDs(unsubscribe domain) = %q, Token = %q", got, unsub)
+	}
+	for _, tc := range []struct {
+		domain string
+		n      int
+	}{
+		{"herald/view/v2", 3}, {"herald/view/v", 3}, {"herald/view/v1x", 3}, {view, 2}, {view, 4}, {view, 1},
+	} {
+		if got, err := k.ParseIDs(tc.domain, tok, tc.n); !errors.Is(err, consent.ErrBadToken) {
+			t.Errorf("ParseIDs(%q, n=%d) = %v, %v", tc.domain, tc.n, got, err)
+		}
+	}
+	// Rotation works as for unsubscribe tokens.
+	old := mustKeys(t, "1:"+oldSecret)
+	rotated := mustKeys(t, "2:"+newSecret+",1:"+oldSecret)
+	oldTok := old.SignIDs(view, ids...)
+	if got, err := rotated.ParseIDs(view, oldTok, 3); err != nil || got[2] != 7 {
+		t.Errorf("an old key's view token after rotation: %v, %v", got, err)
+	}
+	if _, err := mustKeys(t, "2:"+newSecret).ParseIDs(view, oldTok, 3); !errors.Is(err, consent.ErrBadToken) {
+		t.Errorf("a retired key's view token parses: %v", err)
+	}
+	// Every bit flip of the raw token is refused.
+	raw, err := tokenEncoding.DecodeString(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range len(raw) * 8 {
+		b := append([]byte(nil), raw...)
+		b[i/8] ^= 1 << (i % 8)
+		if got, err := k.ParseIDs(view, tokenEncoding.EncodeToString(b), 3); !errors.Is(err, consent.ErrBadToken) {
+			t.Errorf("bit %d flipped: parsed %v, %v", i, got, err)
+		}
+	}
+}
