@@ -578,7 +578,7 @@ func (b *sendRun) build(r *claimedRecipient) (*gomail.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("render: %w", err)
 	}
-	out = out.WithLinks(templates.Links{Unsubscribe: unsub, Preferences: unsub, ViewOnline: unsub, PostalAddress: c.PostalAddress})
+	out = out.WithLinks(templates.Links{Unsubscribe: unsub, Preferences: unsub, ViewOnline: b.viewURL(r), PostalAddress: c.PostalAddress})
 	if (out.HTML != "" && !strings.Contains(out.HTML, html.EscapeString(unsub))) || !strings.Contains(out.Text, unsub) {
 		return nil, errors.New("no_unsubscribe_link: the rendered message lacks the claimedRecipient's unsubscribe link")
 	}
