@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -262,7 +261,7 @@ func (h *AudienceHandler) listImport(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	format, err := audienceUploadFormat(r)
+	format, err := contacts.UploadFormat(r)
 	if err != nil {
 		return err
 	}
@@ -281,29 +280,6 @@ func (h *AudienceHandler) listImport(w http.ResponseWriter, r *http.Request) err
 		"duration", time.Since(start))
 	httpx.WriteJSON(w, http.StatusOK, report)
 	return nil
-}
-
-// audienceUploadFormat picks the format from Content-Type (as the contacts import does) and refuses
-// encodings it cannot read.
-func audienceUploadFormat(r *http.Request) (contacts.Format, error) {
-	const want = "Content-Type must be text/csv or application/x-ndjson (UTF-8, not compressed)"
-	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		return "", httpx.NewProblem(http.StatusUnsupportedMediaType, want)
-	}
-	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil {
-		return "", httpx.NewProblem(http.StatusUnsupportedMediaType, want)
-	}
-	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
-		return "", httpx.NewProblem(http.StatusUnsupportedMediaType, want)
-	}
-	switch mt {
-	case "text/csv":
-		return contacts.FormatCSV, nil
-	case "application/x-ndjson", "application/ndjson", "application/jsonl":
-		return contacts.FormatNDJSON, nil
-	}
-	return "", httpx.NewProblem(http.StatusUnsupportedMediaType, want)
 }
 
 // filterProblem writes a refused filter as a 422 problem naming the field and, as an extension

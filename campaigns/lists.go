@@ -1,10 +1,7 @@
 package campaigns
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,7 +34,6 @@ type List struct {
 const (
 	maxDescription    = 1000
 	maxMembersPerCall = 10_000
-	maxExternalIDLen  = 255 // characters, as contacts allow
 )
 
 // audiencePrintable reports whether s is valid UTF-8 of at most max characters without control
@@ -52,11 +48,6 @@ func audiencePrintable(s string, max int) bool {
 		}
 	}
 	return true
-}
-
-// validExternalID reports whether id could be a contact's external id (contacts' rule).
-func validExternalID(id string) bool {
-	return id != "" && strings.TrimSpace(id) == id && audiencePrintable(id, maxExternalIDLen)
 }
 
 const listColumns = `id, name, description, created_at`
@@ -248,13 +239,6 @@ func ListMembersPage(ctx context.Context, q db.Querier, workspaceID int64, list 
 
 // ---- import ----
 
-// Import limits, as the contacts import has them.
-const (
-	maxListImportRows   = 1_000_000
-	maxListImportErrors = 1000
-	maxListRowBytes     = 1 << 20
-)
-
 // ListImportReport is the outcome of a list import. Every received row is counted once: as
 // added, already a member, unknown (no contact has its external id), invalid, or a duplicate of
 // an earlier row with the same external id.
@@ -270,7 +254,7 @@ type ListImportReport struct {
 
 func (r *ListImportReport) addError(row int, field, detail string) {
 	r.Invalid++
-	if len(r.Errors) < maxListImportErrors {
+	if len(r.Errors) < contacts.MaxImportErrors {
 		r.Errors = append(r.Errors, contacts.RowError{Row: row, Field: field, Detail: detail})
 	}
 }
@@ -304,7 +288,7 @@ func ListImport(ctx context.Context, b contacts.Beginner, workspaceID int64, lis
 		}
 		rows = c
 	case contacts.FormatNDJSON:
-		rows = &listNDJSON{br: bufio.NewReaderSize(r, 64<<10)}
+		rows = &listNDJSON{lines: contacts.NewNDJSONLines(r)}
 	default:
 		return ListImportReport{}, fmt.Errorf("import list: unknown format %q", format)
 	}
@@ -348,10 +332,10 @@ func ListImport(ctx context.Context, b contacts.Beginner, workspaceID int64, lis
 	}
 	report.Added, report.AlreadyMembers, report.Unknown = added, known-added, distinct-known
 	report.Duplicates = int(staged) - distinct
-	if report.Unknown > 0 && len(report.Errors) < maxListImportErrors {
+	if report.Unknown > 0 && len(report.Errors) < contacts.MaxImportErrors {
 		unknownRows, err := tx.Query(ctx, `SELECT min(i.row_no) FROM list_import i
 			WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE c.workspace_id = $1 AND c.external_id = i.external_id)
-			GROUP BY i.external_id ORDER BY 1 LIMIT $2`, workspaceID, maxListImportErrors-len(report.Errors))
+			GROUP BY i.external_id ORDER BY 1 LIMIT $2`, workspaceID, contacts.MaxImportErrors-len(report.Errors))
 		if err != nil {
 			return ListImportReport{}, fmt.Errorf("import list: unknown rows: %w", err)
 		}
@@ -394,12 +378,7 @@ func (s *listImportSource) Next() bool {
 			return false
 		}
 		s.report.Received++
-		if s.report.Received > maxListImportRows {
-			s.err = httpx.NewProblem(http.StatusRequestEntityTooLarge,
-				fmt.Sprintf("an import holds at most %d rows: split the file", maxListImportRows))
-			return false
-		}
-		if r.invalid == "" && !validExternalID(r.externalID) {
+		if r.invalid == "" && !contacts.ValidExternalID(r.externalID) {
 			r.field, r.invalid = "external_id", "must be 1-255 printable characters without surrounding spaces"
 		}
 		if r.invalid != "" {
@@ -414,33 +393,20 @@ func (s *listImportSource) Next() bool {
 func (s *listImportSource) Values() ([]any, error) { return s.values, nil }
 func (s *listImportSource) Err() error             { return s.err }
 
-// listCSV reads CSV rows, taking the external_id column named by the header. A record that
-// cannot be parsed is an invalid row and reading goes on.
+// listCSV reads CSV rows, taking the external_id column named by the header; records may be
+// shorter or longer than the header.
 type listCSV struct {
-	cr     *csv.Reader
-	col    int
-	record int
-	start  int64 // input offset where the current record starts
+	recs *contacts.CSVRecords
+	col  int
 }
 
 func newListCSV(r io.Reader) (*listCSV, error) {
-	c := &listCSV{}
-	c.cr = csv.NewReader(&listRecordLimit{r: r, csv: c})
-	c.cr.ReuseRecord = true
-	c.cr.FieldsPerRecord = -1
-	header, err := c.cr.Read()
-	var pe *csv.ParseError
-	switch {
-	case errors.Is(err, io.EOF):
-		return nil, httpx.NewProblem(http.StatusUnprocessableEntity, "the CSV upload is empty: a header row naming external_id is required")
-	case errors.As(err, &pe):
-		return nil, httpx.NewProblem(http.StatusUnprocessableEntity, "the CSV header row is malformed: "+pe.Err.Error())
-	case errors.Is(err, errListRowTooLarge):
-		return nil, errListRowTooLarge
-	case err != nil:
-		return nil, fmt.Errorf("import list: read CSV header: %w", err)
+	recs, header, err := contacts.NewCSVRecords(r, "external_id")
+	if err != nil {
+		return nil, fmt.Errorf("import list: %w", err)
 	}
-	c.record, c.start, c.col = 1, c.cr.InputOffset(), -1
+	recs.AnyFieldCount()
+	c := &listCSV{recs: recs, col: -1}
 	for i, h := range header {
 		if i == 0 {
 			h = strings.TrimPrefix(h, "\ufeff") // a byte order mark, as spreadsheets write
@@ -459,110 +425,46 @@ func newListCSV(r io.Reader) (*listCSV, error) {
 }
 
 func (c *listCSV) next() (listImportRow, error) {
-	rec, err := c.cr.Read()
-	c.start = c.cr.InputOffset()
-	if errors.Is(err, io.EOF) {
-		return listImportRow{}, io.EOF
-	}
-	c.record++
-	var pe *csv.ParseError
+	rec, err := c.recs.Next()
 	switch {
-	case errors.As(err, &pe):
-		return listImportRow{row: c.record, invalid: "malformed CSV record: " + pe.Err.Error()}, nil
 	case err != nil:
 		return listImportRow{}, err
-	case c.col >= len(rec):
-		return listImportRow{row: c.record, field: "external_id", invalid: "is missing"}, nil
+	case rec.Malformed != "":
+		return listImportRow{row: rec.Row, invalid: rec.Malformed}, nil
+	case c.col >= len(rec.Fields):
+		return listImportRow{row: rec.Row, field: "external_id", invalid: "is missing"}, nil
 	}
-	return listImportRow{row: c.record, externalID: rec[c.col]}, nil
+	return listImportRow{row: rec.Row, externalID: rec.Fields[c.col]}, nil
 }
 
-// listRecordLimit fails the upload when one CSV record grows beyond maxListRowBytes, so a file
-// without line ends (or with an unclosed quote) cannot make the CSV reader buffer it whole.
-type listRecordLimit struct {
-	r   io.Reader
-	n   int64
-	csv *listCSV
-}
-
-var errListRowTooLarge = httpx.NewProblem(http.StatusUnprocessableEntity,
-	fmt.Sprintf("a CSV record exceeds %d bytes (an unclosed quote?)", maxListRowBytes))
-
-func (l *listRecordLimit) Read(p []byte) (int, error) {
-	if l.n-l.csv.start > maxListRowBytes+8<<10 { // the CSV reader buffers 4 KiB ahead
-		return 0, errListRowTooLarge
-	}
-	n, err := l.r.Read(p)
-	l.n += int64(n)
-	return n, err
-}
-
-// listNDJSON reads one JSON object per line; blank lines are skipped but numbered, and a line
-// over maxListRowBytes is an invalid row, skipped without being buffered.
+// listNDJSON reads one JSON object per line, taking its external_id member.
 type listNDJSON struct {
-	br   *bufio.Reader
-	line int
-	buf  []byte
+	lines *contacts.NDJSONLines
 }
 
 func (n *listNDJSON) next() (listImportRow, error) {
-	for {
-		line, tooLong, err := n.readLine()
-		if err != nil {
-			return listImportRow{}, err
-		}
-		n.line++
-		if tooLong {
-			return listImportRow{row: n.line, invalid: fmt.Sprintf("line exceeds %d bytes", maxListRowBytes)}, nil
-		}
-		line = bytes.TrimSpace(line)
-		if len(line) == 0 {
-			continue
-		}
-		r := listImportRow{row: n.line}
-		var obj struct {
-			ExternalID *string `json:"external_id"`
-		}
-		var typ *json.UnmarshalTypeError
-		if line[0] != '{' {
-			r.invalid = "line must hold one JSON object"
-		} else if err := json.Unmarshal(line, &obj); errors.As(err, &typ) && typ.Field == "external_id" {
-			r.field, r.invalid = "external_id", "must be a string"
-		} else if err != nil {
-			r.invalid = "line must hold one JSON object"
-		} else if obj.ExternalID == nil {
-			r.field, r.invalid = "external_id", "is required"
-		} else {
-			r.externalID = *obj.ExternalID
-		}
+	l, err := n.lines.Next()
+	if err != nil {
+		return listImportRow{}, err
+	}
+	r := listImportRow{row: l.Row, invalid: l.Malformed}
+	if r.invalid != "" {
 		return r, nil
 	}
-}
-
-// readLine returns the next line without its newline; io.EOF only when no bytes are left.
-func (n *listNDJSON) readLine() (line []byte, tooLong bool, err error) {
-	n.buf = n.buf[:0]
-	for {
-		chunk, err := n.br.ReadSlice('\n')
-		if !tooLong {
-			if len(n.buf)+len(chunk) > maxListRowBytes+1 {
-				tooLong, n.buf = true, n.buf[:0]
-			} else {
-				n.buf = append(n.buf, chunk...)
-			}
-		}
-		switch {
-		case err == nil:
-			return bytes.TrimSuffix(n.buf, []byte("\n")), tooLong, nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			continue
-		case errors.Is(err, io.EOF):
-			if len(n.buf) == 0 && !tooLong {
-				return nil, false, io.EOF
-			}
-			return n.buf, tooLong, nil
-		default:
-			return nil, false, err
-		}
+	var obj struct {
+		ExternalID *string `json:"external_id"`
 	}
+	var typ *json.UnmarshalTypeError
+	if l.Line[0] != '{' {
+		r.invalid = "line must hold one JSON object"
+	} else if err := json.Unmarshal(l.Line, &obj); errors.As(err, &typ) && typ.Field == "external_id" {
+		r.field, r.invalid = "external_id", "must be a string"
+	} else if err != nil {
+		r.invalid = "line must hold one JSON object"
+	} else if obj.ExternalID == nil {
+		r.field, r.invalid = "external_id", "is required"
+	} else {
+		r.externalID = *obj.ExternalID
+	}
+	return r, nil
 }

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,7 +43,7 @@ type RowError struct {
 
 func (r *ImportReport) addError(row int, fe *fieldError) {
 	r.Invalid++
-	if len(r.Errors) < maxImportErrors {
+	if len(r.Errors) < MaxImportErrors {
 		r.Errors = append(r.Errors, RowError{Row: row, Field: fe.Field, Detail: fe.Detail})
 	}
 }
@@ -136,7 +134,7 @@ func Import(ctx context.Context, b Beginner, workspaceID int64, format Format, r
 // importContacts serves POST /contacts/import.
 func (h *Handler) importContacts(w http.ResponseWriter, r *http.Request) error {
 	p := workspace.MustFromContext(r.Context())
-	format, err := importFormat(r)
+	format, err := UploadFormat(r)
 	if err != nil {
 		return err
 	}
@@ -152,26 +150,4 @@ func (h *Handler) importContacts(w http.ResponseWriter, r *http.Request) error {
 		"duration", time.Since(start))
 	httpx.WriteJSON(w, http.StatusOK, report)
 	return nil
-}
-
-// importFormat picks the format from Content-Type and refuses encodings it cannot read.
-func importFormat(r *http.Request) (Format, error) {
-	const want = "Content-Type must be text/csv or application/x-ndjson (UTF-8, not compressed)"
-	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		return "", httpx.NewProblem(http.StatusUnsupportedMediaType, want)
-	}
-	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil {
-		return "", httpx.NewProblem(http.StatusUnsupportedMediaType, want)
-	}
-	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
-		return "", httpx.NewProblem(http.StatusUnsupportedMediaType, want)
-	}
-	switch mt {
-	case "text/csv":
-		return FormatCSV, nil
-	case "application/x-ndjson", "application/ndjson", "application/jsonl":
-		return FormatNDJSON, nil
-	}
-	return "", httpx.NewProblem(http.StatusUnsupportedMediaType, want)
 }

@@ -1,8 +1,6 @@
 package contacts
 
 import (
-	"encoding/csv"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -25,32 +23,20 @@ var knownColumns = []string{"external_id", "email", "name", "locale", "timezone"
 // csvRows reads a CSV upload whose header names its columns. A record that cannot be parsed (a
 // stray quote, the wrong number of fields) is reported as an invalid row and reading goes on.
 type csvRows struct {
-	cr     *csv.Reader
-	cols   []csvColumn
-	record int   // records read, the header being 1
-	start  int64 // input offset where the current record starts
+	recs *CSVRecords
+	cols []csvColumn
 }
 
 func newCSVRows(r io.Reader) (*csvRows, error) {
-	c := &csvRows{}
-	c.cr = csv.NewReader(&recordLimitReader{r: r, rows: c})
-	c.cr.ReuseRecord = true
-	header, err := c.cr.Read()
-	var pe *csv.ParseError
-	switch {
-	case errors.Is(err, io.EOF):
-		return nil, httpx.NewProblem(http.StatusUnprocessableEntity, "the CSV upload is empty: a header row naming external_id and email is required")
-	case errors.As(err, &pe):
-		return nil, httpx.NewProblem(http.StatusUnprocessableEntity, "the CSV header row is malformed: "+pe.Err.Error())
-	case err != nil:
-		return nil, fmt.Errorf("import contacts: read CSV header: %w", err)
+	recs, header, err := NewCSVRecords(r, "external_id and email")
+	if err != nil {
+		return nil, fmt.Errorf("import contacts: %w", err)
 	}
-	c.record = 1
-	c.start = c.cr.InputOffset()
-	if c.cols, err = csvHeader(header); err != nil {
+	cols, err := csvHeader(header)
+	if err != nil {
 		return nil, err
 	}
-	return c, nil
+	return &csvRows{recs: recs, cols: cols}, nil
 }
 
 // csvHeader maps header names to columns, refusing headers without external_id and email,
@@ -93,23 +79,17 @@ func csvHeader(header []string) ([]csvColumn, error) {
 }
 
 func (c *csvRows) next() (parsedRow, error) {
-	rec, err := c.cr.Read()
-	c.start = c.cr.InputOffset()
-	if errors.Is(err, io.EOF) {
-		return parsedRow{}, io.EOF
-	}
-	c.record++
-	pr := parsedRow{row: c.record}
-	var pe *csv.ParseError
-	if errors.As(err, &pe) {
-		pr.err = invalid("", "malformed CSV record: "+pe.Err.Error())
-		return pr, nil
-	}
+	rec, err := c.recs.Next()
 	if err != nil {
 		return parsedRow{}, err
 	}
+	pr := parsedRow{row: rec.Row}
+	if rec.Malformed != "" {
+		pr.err = invalid("", rec.Malformed)
+		return pr, nil
+	}
 	var attrs map[string]any
-	for i, v := range rec {
+	for i, v := range rec.Fields {
 		col := c.cols[i]
 		if !utf8.ValidString(v) {
 			name := col.field
@@ -154,26 +134,4 @@ func (c *csvRows) next() (parsedRow, error) {
 	}
 	pr.in.Attributes = attrs
 	return pr, nil
-}
-
-// recordLimitReader fails the upload when one CSV record grows beyond maxRowBytes, so a file with
-// no line ends (or an unclosed quote) cannot make the CSV reader buffer it whole.
-type recordLimitReader struct {
-	r    io.Reader
-	n    int64
-	rows *csvRows
-}
-
-// errRowTooLarge is a fatal import error.
-var errRowTooLarge = httpx.NewProblem(http.StatusUnprocessableEntity,
-	fmt.Sprintf("a CSV record exceeds %d bytes (an unclosed quote?)", maxRowBytes))
-
-func (l *recordLimitReader) Read(p []byte) (int, error) {
-	// The CSV reader buffers 4 KiB ahead of the record it is parsing.
-	if l.n-l.rows.start > maxRowBytes+8<<10 {
-		return 0, errRowTooLarge
-	}
-	n, err := l.r.Read(p)
-	l.n += int64(n)
-	return n, err
 }

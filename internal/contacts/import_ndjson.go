@@ -1,11 +1,9 @@
 package contacts
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"strings"
 )
@@ -20,67 +18,29 @@ type ndjsonLine struct {
 	Attributes json.RawMessage `json:"attributes"`
 }
 
-// ndjsonRows reads one JSON object per line. Blank lines are skipped but still numbered; a line
-// over maxRowBytes is reported and skipped without being buffered.
+// ndjsonRows reads one JSON object per line.
 type ndjsonRows struct {
-	br   *bufio.Reader
-	line int
-	buf  []byte
+	lines *NDJSONLines
 }
 
 func newNDJSONRows(r io.Reader) *ndjsonRows {
-	return &ndjsonRows{br: bufio.NewReaderSize(r, 64<<10)}
+	return &ndjsonRows{lines: NewNDJSONLines(r)}
 }
 
 func (n *ndjsonRows) next() (parsedRow, error) {
-	for {
-		line, tooLong, err := n.readLine()
-		if err != nil {
-			return parsedRow{}, err
-		}
-		n.line++
-		if tooLong {
-			return parsedRow{row: n.line, err: invalid("", fmt.Sprintf("line exceeds %d bytes", maxRowBytes))}, nil
-		}
-		line = bytes.TrimSpace(line)
-		if len(line) == 0 {
-			continue
-		}
-		return n.parse(line), nil
+	l, err := n.lines.Next()
+	if err != nil {
+		return parsedRow{}, err
 	}
+	if l.Malformed != "" {
+		return parsedRow{row: l.Row, err: invalid("", l.Malformed)}, nil
+	}
+	return parseNDJSONLine(l.Row, l.Line), nil
 }
 
-// readLine returns the next line without its newline; io.EOF only when no bytes are left.
-func (n *ndjsonRows) readLine() (line []byte, tooLong bool, err error) {
-	n.buf = n.buf[:0]
-	for {
-		chunk, err := n.br.ReadSlice('\n')
-		if !tooLong {
-			if len(n.buf)+len(chunk) > maxRowBytes+1 {
-				tooLong = true
-				n.buf = n.buf[:0]
-			} else {
-				n.buf = append(n.buf, chunk...)
-			}
-		}
-		switch {
-		case err == nil:
-			return bytes.TrimSuffix(n.buf, []byte("\n")), tooLong, nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			continue
-		case errors.Is(err, io.EOF):
-			if len(n.buf) == 0 && !tooLong {
-				return nil, false, io.EOF
-			}
-			return n.buf, tooLong, nil
-		default:
-			return nil, false, err
-		}
-	}
-}
-
-func (n *ndjsonRows) parse(line []byte) parsedRow {
-	pr := parsedRow{row: n.line}
+// parseNDJSONLine reads the contact of one line, numbered row.
+func parseNDJSONLine(row int, line []byte) parsedRow {
+	pr := parsedRow{row: row}
 	if line[0] != '{' {
 		pr.err = invalid("", "line must hold one JSON object")
 		return pr

@@ -4,13 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-
-	"herald/internal/httpx"
 )
-
-// maxRowBytes limits one NDJSON line or CSV record.
-const maxRowBytes = 1 << 20
 
 // parsedRow is one data row of an upload: its number and either the client's input or the reason
 // it could not be parsed.
@@ -58,11 +52,6 @@ func (s *rowSource) Next() bool {
 			return false
 		}
 		s.report.Received++
-		if s.report.Received > maxImportRows {
-			s.err = httpx.NewProblem(http.StatusRequestEntityTooLarge,
-				fmt.Sprintf("an import holds at most %d rows: split the file", maxImportRows))
-			return false
-		}
 		if pr.err != nil {
 			s.report.addError(pr.row, pr.err)
 			continue

@@ -15,16 +15,14 @@ import (
 
 // Field limits.
 const (
-	maxExternalID     = 255       // characters
-	maxName           = 256       // characters
-	maxLocale         = 35        // BCP 47 tags longer than this are not worth supporting
-	maxTimezone       = 64        // longest IANA name is about 32
-	maxAttrKeys       = 100       // top-level keys
-	maxAttrBytes      = 64 << 10  // encoded JSON
-	maxAttrKey        = 256       // characters in one key
-	maxAttrRawBytes   = 1 << 20   // raw JSON accepted for decoding, before re-encoding
-	maxImportRows     = 1_000_000 // rows in one import
-	maxImportErrors   = 1000      // row errors listed in an import report
+	maxExternalID     = 255      // characters
+	maxName           = 256      // characters
+	maxLocale         = 35       // BCP 47 tags longer than this are not worth supporting
+	maxTimezone       = 64       // longest IANA name is about 32
+	maxAttrKeys       = 100      // top-level keys
+	maxAttrBytes      = 64 << 10 // encoded JSON
+	maxAttrKey        = 256      // characters in one key
+	maxAttrRawBytes   = 1 << 20  // raw JSON accepted for decoding, before re-encoding
 	defaultBodyBytes  = 1 << 20
 	defaultImportSize = 512 << 20
 )
@@ -86,6 +84,9 @@ func (in Input) normalize(zones zoneCache) (normalized, *fieldError) {
 	}
 	return n, nil
 }
+
+// ValidExternalID reports whether id could be a contact's external id.
+func ValidExternalID(id string) bool { return checkExternalID(id) == nil }
 
 // checkExternalID accepts 1-255 printable characters without surrounding spaces.
 func checkExternalID(id string) *fieldError {
