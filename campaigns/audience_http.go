@@ -1,6 +1,7 @@
 package campaigns
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -46,14 +47,14 @@ func (h *AudienceHandler) Routes(r chi.Router) {
 	r.Group(func(r chi.Router) {
 		r.Use(workspace.Require(log, workspace.ScopeCampaignsWrite))
 		r.Post("/lists", httpx.Handler(log, h.listCreate))
-		r.Get("/lists", httpx.Handler(log, h.listIndex))
-		r.Get("/lists/{name}", httpx.Handler(log, h.listGet))
-		r.Delete("/lists/{name}", httpx.Handler(log, h.listDelete))
+		r.Get("/lists", httpx.Handler(log, audienceIndex(h, "list", ListPage, func(l List) string { return l.Name })))
+		r.Get("/lists/{name}", httpx.Handler(log, audienceGet(h, "list", ListGet)))
+		r.Delete("/lists/{name}", httpx.Handler(log, audienceDeleteHandler(h, "list", ListDelete)))
 		r.Post("/segments", httpx.Handler(log, h.segmentSave))
-		r.Get("/segments", httpx.Handler(log, h.segmentIndex))
+		r.Get("/segments", httpx.Handler(log, audienceIndex(h, "segment", SegmentPage, func(s Segment) string { return s.Name })))
 		r.Post("/segments/preview", httpx.Handler(log, h.segmentPreview))
-		r.Get("/segments/{name}", httpx.Handler(log, h.segmentGet))
-		r.Delete("/segments/{name}", httpx.Handler(log, h.segmentDelete))
+		r.Get("/segments/{name}", httpx.Handler(log, audienceGet(h, "segment", SegmentGet)))
+		r.Delete("/segments/{name}", httpx.Handler(log, audienceDeleteHandler(h, "segment", SegmentDelete)))
 		r.Post("/audiences/preview", httpx.Handler(log, h.audiencePreview))
 	})
 	r.Group(func(r chi.Router) {
@@ -125,6 +126,77 @@ func audienceNotFound(err error, what string) error {
 	return err
 }
 
+// writeAudiencePage writes a page of items under kind+"s". The caller asked the store for limit+1
+// items: one more means a next page, whose cursor names the last item shown.
+func writeAudiencePage[T any](w http.ResponseWriter, kind string, items []T, limit int, key func(T) string) {
+	out := map[string]any{}
+	if len(items) > limit {
+		items = items[:limit]
+		out["next_cursor"] = audienceCursor(kind, key(items[limit-1]))
+	}
+	out[kind+"s"] = append([]T{}, items...) // [] rather than null when empty
+	httpx.WriteJSON(w, http.StatusOK, out)
+}
+
+// Lists and segments are paged, read and deleted alike, by name; kind is "list" or "segment".
+
+// audienceIndex serves GET /lists and /segments: a page of the workspace's lists or segments.
+func audienceIndex[T any](h *AudienceHandler, kind string,
+	page func(context.Context, db.Querier, int64, string, int) ([]T, error), name func(T) string,
+) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		p := workspace.MustFromContext(r.Context())
+		after, limit, err := audiencePageParams(r, kind)
+		if err != nil {
+			return err
+		}
+		items, err := page(r.Context(), h.DB, p.WorkspaceID, after, limit+1)
+		if err != nil {
+			return err
+		}
+		writeAudiencePage(w, kind, items, limit, name)
+		return nil
+	}
+}
+
+// audienceGet serves GET /lists/{name} and /segments/{name}.
+func audienceGet[T any](h *AudienceHandler, kind string,
+	get func(context.Context, db.Querier, int64, string) (T, error),
+) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		p := workspace.MustFromContext(r.Context())
+		name, err := audienceNameParam(r, kind)
+		if err != nil {
+			return err
+		}
+		v, err := get(r.Context(), h.DB, p.WorkspaceID, name)
+		if err != nil {
+			return audienceNotFound(err, kind)
+		}
+		httpx.WriteJSON(w, http.StatusOK, v)
+		return nil
+	}
+}
+
+// audienceDeleteHandler serves DELETE /lists/{name} and /segments/{name}.
+func audienceDeleteHandler(h *AudienceHandler, kind string,
+	del func(context.Context, db.Querier, int64, string) error,
+) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		p := workspace.MustFromContext(r.Context())
+		name, err := audienceNameParam(r, kind)
+		if err != nil {
+			return err
+		}
+		if err := del(r.Context(), h.DB, p.WorkspaceID, name); err != nil {
+			return audienceNotFound(err, kind)
+		}
+		h.logger().InfoContext(r.Context(), kind+" deleted", "workspace_id", p.WorkspaceID, "key_id", p.KeyID)
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+}
+
 type listCreateBody struct {
 	Name        string `json:"name"`
 	Description string `json:"description"`
@@ -143,54 +215,6 @@ func (h *AudienceHandler) listCreate(w http.ResponseWriter, r *http.Request) err
 	h.logger().InfoContext(r.Context(), "list created", "workspace_id", p.WorkspaceID, "list_id", l.ID)
 	w.Header().Set("Location", "/v1/lists/"+l.Name)
 	httpx.WriteJSON(w, http.StatusCreated, l)
-	return nil
-}
-
-func (h *AudienceHandler) listIndex(w http.ResponseWriter, r *http.Request) error {
-	p := workspace.MustFromContext(r.Context())
-	after, limit, err := audiencePageParams(r, "list")
-	if err != nil {
-		return err
-	}
-	lists, err := ListPage(r.Context(), h.DB, p.WorkspaceID, after, limit+1)
-	if err != nil {
-		return err
-	}
-	out := map[string]any{}
-	if len(lists) > limit {
-		lists = lists[:limit]
-		out["next_cursor"] = audienceCursor("list", lists[limit-1].Name)
-	}
-	out["lists"] = append([]List{}, lists...)
-	httpx.WriteJSON(w, http.StatusOK, out)
-	return nil
-}
-
-func (h *AudienceHandler) listGet(w http.ResponseWriter, r *http.Request) error {
-	p := workspace.MustFromContext(r.Context())
-	name, err := audienceNameParam(r, "list")
-	if err != nil {
-		return err
-	}
-	l, err := ListGet(r.Context(), h.DB, p.WorkspaceID, name)
-	if err != nil {
-		return audienceNotFound(err, "list")
-	}
-	httpx.WriteJSON(w, http.StatusOK, l)
-	return nil
-}
-
-func (h *AudienceHandler) listDelete(w http.ResponseWriter, r *http.Request) error {
-	p := workspace.MustFromContext(r.Context())
-	name, err := audienceNameParam(r, "list")
-	if err != nil {
-		return err
-	}
-	if err := ListDelete(r.Context(), h.DB, p.WorkspaceID, name); err != nil {
-		return audienceNotFound(err, "list")
-	}
-	h.logger().InfoContext(r.Context(), "list deleted", "workspace_id", p.WorkspaceID, "key_id", p.KeyID)
-	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
@@ -244,13 +268,7 @@ func (h *AudienceHandler) membersIndex(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
-	out := map[string]any{}
-	if len(members) > limit {
-		members = members[:limit]
-		out["next_cursor"] = audienceCursor("member", strconv.FormatInt(members[limit-1].ContactID, 10))
-	}
-	out["members"] = append([]ListMember{}, members...)
-	httpx.WriteJSON(w, http.StatusOK, out)
+	writeAudiencePage(w, "member", members, limit, func(m ListMember) string { return strconv.FormatInt(m.ContactID, 10) })
 	return nil
 }
 
@@ -324,53 +342,6 @@ func (h *AudienceHandler) segmentSave(w http.ResponseWriter, r *http.Request) er
 		w.Header().Set("Location", "/v1/segments/"+s.Name)
 	}
 	httpx.WriteJSON(w, status, s)
-	return nil
-}
-
-func (h *AudienceHandler) segmentIndex(w http.ResponseWriter, r *http.Request) error {
-	p := workspace.MustFromContext(r.Context())
-	after, limit, err := audiencePageParams(r, "segment")
-	if err != nil {
-		return err
-	}
-	segs, err := SegmentPage(r.Context(), h.DB, p.WorkspaceID, after, limit+1)
-	if err != nil {
-		return err
-	}
-	out := map[string]any{}
-	if len(segs) > limit {
-		segs = segs[:limit]
-		out["next_cursor"] = audienceCursor("segment", segs[limit-1].Name)
-	}
-	out["segments"] = append([]Segment{}, segs...)
-	httpx.WriteJSON(w, http.StatusOK, out)
-	return nil
-}
-
-func (h *AudienceHandler) segmentGet(w http.ResponseWriter, r *http.Request) error {
-	p := workspace.MustFromContext(r.Context())
-	name, err := audienceNameParam(r, "segment")
-	if err != nil {
-		return err
-	}
-	s, err := SegmentGet(r.Context(), h.DB, p.WorkspaceID, name)
-	if err != nil {
-		return audienceNotFound(err, "segment")
-	}
-	httpx.WriteJSON(w, http.StatusOK, s)
-	return nil
-}
-
-func (h *AudienceHandler) segmentDelete(w http.ResponseWriter, r *http.Request) error {
-	p := workspace.MustFromContext(r.Context())
-	name, err := audienceNameParam(r, "segment")
-	if err != nil {
-		return err
-	}
-	if err := SegmentDelete(r.Context(), h.DB, p.WorkspaceID, name); err != nil {
-		return audienceNotFound(err, "segment")
-	}
-	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
