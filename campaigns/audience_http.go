@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -65,19 +64,9 @@ func (h *AudienceHandler) Routes(r chi.Router) {
 	})
 }
 
-func (h *AudienceHandler) logger() *slog.Logger {
-	if h.Logger == nil {
-		return slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	return h.Logger
-}
+func (h *AudienceHandler) logger() *slog.Logger { return httpx.LoggerOrDiscard(h.Logger) }
 
-func (h *AudienceHandler) maxBody() int64 {
-	if h.MaxBodyBytes > 0 {
-		return h.MaxBodyBytes
-	}
-	return defaultAudienceBody
-}
+func (h *AudienceHandler) maxBody() int64 { return httpx.LimitOr(h.MaxBodyBytes, defaultAudienceBody) }
 
 // audiencePageParams reads ?limit= and ?cursor=; a cursor is base64url of kind ":" value, so one kind's
 // cursor is refused by another kind's endpoint.
@@ -283,12 +272,9 @@ func (h *AudienceHandler) listImport(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	limit := int64(defaultAudienceImport)
-	if h.MaxImportBytes > 0 {
-		limit = h.MaxImportBytes
-	}
 	start := time.Now()
-	report, err := ListImport(r.Context(), h.DB, p.WorkspaceID, name, format, http.MaxBytesReader(w, r.Body, limit))
+	body := http.MaxBytesReader(w, r.Body, httpx.LimitOr(h.MaxImportBytes, defaultAudienceImport))
+	report, err := ListImport(r.Context(), h.DB, p.WorkspaceID, name, format, body)
 	if err != nil {
 		return err
 	}

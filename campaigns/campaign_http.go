@@ -3,7 +3,6 @@ package campaigns
 import (
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -61,19 +60,9 @@ func (h *Handler) Routes(r chi.Router) {
 	})
 }
 
-func (h *Handler) logger() *slog.Logger {
-	if h.Logger == nil {
-		return slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	return h.Logger
-}
+func (h *Handler) logger() *slog.Logger { return httpx.LoggerOrDiscard(h.Logger) }
 
-func (h *Handler) maxBody() int64 {
-	if h.MaxBodyBytes > 0 {
-		return h.MaxBodyBytes
-	}
-	return 64 << 10
-}
+func (h *Handler) maxBody() int64 { return httpx.LimitOr(h.MaxBodyBytes, 64<<10) }
 
 func (h *Handler) now() time.Time {
 	if h.Now != nil {

@@ -2,13 +2,14 @@ package consent
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"herald/internal/httpx"
 )
 
 // Handler serves the consent package's HTTP endpoints: the authenticated API (Routes), the
@@ -55,16 +56,6 @@ func (h *Handler) PageRoutes(r chi.Router) {
 	h.confirmRoutes(r)
 }
 
-func (h *Handler) logger() *slog.Logger {
-	if h.Logger == nil {
-		return slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	return h.Logger
-}
+func (h *Handler) logger() *slog.Logger { return httpx.LoggerOrDiscard(h.Logger) }
 
-func (h *Handler) maxBody() int64 {
-	if h.MaxBodyBytes > 0 {
-		return h.MaxBodyBytes
-	}
-	return 1 << 20
-}
+func (h *Handler) maxBody() int64 { return httpx.LimitOr(h.MaxBodyBytes, 1<<20) }

@@ -86,12 +86,7 @@ func (h *Handler) logger() *slog.Logger {
 	return h.Logger
 }
 
-func (h *Handler) maxBody() int64 {
-	if h.MaxBodyBytes <= 0 {
-		return defaultMaxBodyBytes
-	}
-	return h.MaxBodyBytes
-}
+func (h *Handler) maxBody() int64 { return httpx.LimitOr(h.MaxBodyBytes, defaultMaxBodyBytes) }
 
 func (h *Handler) create(w http.ResponseWriter, r *http.Request) error {
 	var in Input

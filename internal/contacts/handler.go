@@ -3,7 +3,6 @@ package contacts
 import (
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -38,26 +37,11 @@ func (h *Handler) Routes(r chi.Router) {
 	})
 }
 
-func (h *Handler) logger() *slog.Logger {
-	if h.Logger == nil {
-		return slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	return h.Logger
-}
+func (h *Handler) logger() *slog.Logger { return httpx.LoggerOrDiscard(h.Logger) }
 
-func (h *Handler) maxBody() int64 {
-	if h.MaxBodyBytes > 0 {
-		return h.MaxBodyBytes
-	}
-	return defaultBodyBytes
-}
+func (h *Handler) maxBody() int64 { return httpx.LimitOr(h.MaxBodyBytes, defaultBodyBytes) }
 
-func (h *Handler) maxImport() int64 {
-	if h.MaxImportBytes > 0 {
-		return h.MaxImportBytes
-	}
-	return defaultImportSize
-}
+func (h *Handler) maxImport() int64 { return httpx.LimitOr(h.MaxImportBytes, defaultImportSize) }
 
 // putBody is the JSON a PUT carries; the external id comes from the path. PUT replaces the whole
 // contact: an omitted field becomes empty.
