@@ -28,7 +28,8 @@
 //	                        layout in its own offset: {{date "2 Jan 2006" .due}}; empty gives ""
 //	unsubscribe_url         the recipient's unsubscribe link (one-click, and the preference centre)
 //	preferences_url         the recipient's preference centre
-//	view_online_url         the message on the web
+//	view_online_url         the web version of the recipient's own copy (campaign mail:
+//	                        BASE/v/TOKEN; single sends: the preference centre)
 //	postal_address          the sender's postal address, as text (lines become <br> in HTML)
 //
 // # Links: placeholders filled per recipient
