@@ -41,22 +41,14 @@ func apiSetup(t *testing.T) *apiBundle {
 	t.Helper()
 	ctx := context.Background()
 	b := &apiBundle{bundle: setup(t), key: map[string]string{}, keyID: map[string]int64{}}
-	a, err := workspace.Ensure(ctx, b.pool, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := workspace.Ensure(ctx, b.pool, "globex")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.wsA, b.wsB = a.ID, other.ID
+	b.wsA, b.wsB = b.ensureWorkspace(t, "acme"), b.ensureWorkspace(t, "globex")
 	for name, k := range map[string]struct {
 		ws    int64
 		scope string
 	}{
-		"contacts": {a.ID, workspace.ScopeContactsWrite}, "campaigns": {a.ID, workspace.ScopeCampaignsWrite},
-		"admin": {a.ID, workspace.ScopeAdmin}, "send": {a.ID, workspace.ScopeMessagesSend},
-		"contactsB": {other.ID, workspace.ScopeContactsWrite},
+		"contacts": {b.wsA, workspace.ScopeContactsWrite}, "campaigns": {b.wsA, workspace.ScopeCampaignsWrite},
+		"admin": {b.wsA, workspace.ScopeAdmin}, "send": {b.wsA, workspace.ScopeMessagesSend},
+		"contactsB": {b.wsB, workspace.ScopeContactsWrite},
 	} {
 		key, err := workspace.CreateKey(ctx, b.pool, k.ws, []string{k.scope})
 		if err != nil {
@@ -100,7 +92,18 @@ func (b *apiBundle) call(t *testing.T, method, path, key string, body any) apite
 	return apitest.Do(t, b.srv, req)
 }
 
-func (b *apiBundle) count(t *testing.T, sql string, args ...any) int {
+// ensureWorkspace creates the named workspace (or finds it) and returns its id.
+func (b *bundle) ensureWorkspace(t testing.TB, name string) int64 {
+	t.Helper()
+	ws, err := workspace.Ensure(context.Background(), b.pool, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ws.ID
+}
+
+// count runs a query that returns one number.
+func (b *bundle) count(t testing.TB, sql string, args ...any) int {
 	t.Helper()
 	var n int
 	if err := b.pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {

@@ -24,7 +24,6 @@ import (
 	"herald/consent"
 	"herald/internal/apitest"
 	"herald/internal/contacts"
-	"herald/internal/workspace"
 )
 
 // confirmMailer is the test's consent.Mailer: it records each confirmation and returns a fresh id.
@@ -83,15 +82,7 @@ func subSetup(t *testing.T, o subOpts) *subBundle {
 	b := &subBundle{bundle: setup(t), clock: &subClock{t: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}, mailer: &confirmMailer{}}
 	b.svc = &consent.Service{Keys: b.bundle.svc.Keys, Metrics: b.bundle.svc.Metrics,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: b.clock.Now}
-	ws, err := workspace.Ensure(ctx, b.pool, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := workspace.Ensure(ctx, b.pool, "globex")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.ws, b.other = ws.ID, other.ID
+	b.ws, b.other = b.ensureWorkspace(t, "acme"), b.ensureWorkspace(t, "globex")
 	b.purpose(t, b.ws, "newsletter")
 	b.purpose(t, b.ws, "product-updates")
 	b.purpose(t, b.other, "partners")
@@ -167,15 +158,6 @@ func (b *subBundle) lastToken(t *testing.T) string {
 
 func (b *subBundle) outcome(name string) float64 {
 	return testutil.ToFloat64(b.svc.Metrics.SubscribeRequests.WithLabelValues(name))
-}
-
-func (b *subBundle) count(t *testing.T, sql string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := b.pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 // nothingRecorded checks that no request, email, contact or ledger event exists.
