@@ -69,6 +69,7 @@ func (a *app) router() http.Handler {
 			})
 		})
 		cons.PageRoutes(r) // public: recipients' unsubscribe, preference and confirmation pages
+		(&campaigns.ViewHandler{DB: a.pool, Consent: a.consent, Logger: a.logger, BaseURL: a.cfg.BaseURL, InboundDomain: a.cfg.InboundDomain}).Routes(r)
 	}
 	if a.capture != nil {
 		r.Handle("/dev/outbox", a.capture.OutboxHandler())
