@@ -3,6 +3,7 @@ package campaigns_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strconv"
@@ -21,18 +22,34 @@ import (
 //
 // HERALD_BENCH_CAMPAIGN_WORKERS and HERALD_BENCH_CAMPAIGN_PARALLEL override the worker's
 // settings (defaults 8 and 4: the best of 1, 2 and 4 measured) for tuning runs.
+// HERALD_BENCH_PPROF=FILE saves a CPU profile of the worker (HERALD_PPROF_ADDR) over the first
+// HERALD_BENCH_PPROF_SECONDS (default 10) of sending; the profiling itself costs some worker CPU.
 func BenchmarkCampaignSend100k(b *testing.B) {
 	const total = 100_000
 	workers := envOr("HERALD_BENCH_CAMPAIGN_WORKERS", "8")
 	parallel := envOr("HERALD_BENCH_CAMPAIGN_PARALLEL", "4")
+	profile := os.Getenv("HERALD_BENCH_PPROF")
 	for range b.N {
-		h := procSetup(b, map[string]string{
+		env := map[string]string{
 			"HERALD_CAMPAIGN_WORKERS": workers, "HERALD_CAMPAIGN_PARALLEL": parallel,
 			"HERALD_DB_POOL": "40", "HERALD_SMTP_POOL": "32", "HERALD_CAMPAIGN_LEASE": "1m",
 			"HERALD_CAMPAIGN_SWEEP": "30s", "HERALD_LOG_LEVEL": "error", "HERALD_FETCH_COOLDOWN": "10ms",
-		}, true)
+		}
+		pprofAddr := ""
+		if profile != "" {
+			pprofAddr = procFreeAddr(b)
+			env["HERALD_PPROF_ADDR"] = pprofAddr
+		}
+		h := procSetup(b, env, true)
 		seedStart := time.Now()
 		h.seed(total, 100)
+		// Every contact has the attribute the template prints: a missing one renders as nil,
+		// which the pre-sanitised fast path leaves to the per-render sanitiser (a slower path the
+		// benchmark is not meant to measure).
+		if _, err := h.pool.Exec(context.Background(), `UPDATE contacts SET attributes = jsonb_build_object('plan',
+				CASE WHEN id % 3 = 0 THEN 'pro' ELSE 'free' END) WHERE workspace_id = $1`, h.ws); err != nil {
+			b.Fatal(err)
+		}
 		b.Logf("seeded %d contacts, opt-ins and recipients in %s", total, time.Since(seedStart).Round(time.Millisecond))
 		p := h.start(nil)
 		waitReady(b, "http://"+p.addr+"/readyz")
@@ -43,11 +60,22 @@ func BenchmarkCampaignSend100k(b *testing.B) {
 		pg0 := h.backendCPU()
 		start := time.Now()
 		jobs := h.enqueue()
+		profiled := make(chan error, 1)
+		if profile != "" {
+			go func() {
+				profiled <- saveProfile(pprofAddr, envOr("HERALD_BENCH_PPROF_SECONDS", "10"), profile)
+			}()
+		}
 		finished := h.waitStatus("sent", 10*time.Minute)
 		cpu1 := procCPU(b, pid)
 		pg1 := h.backendCPU()
 		b.StopTimer()
 		hwm := procHWM(b, pid)
+		if profile != "" {
+			if err := <-profiled; err != nil {
+				b.Errorf("CPU profile: %v", err)
+			}
+		}
 		h.stop(p)
 
 		elapsed := finished.Sub(start)
@@ -68,6 +96,27 @@ func BenchmarkCampaignSend100k(b *testing.B) {
 		b.Logf("%d messages in %d batch jobs in %s: %.0f msgs/s; CPU per message: worker %.3f ms + PostgreSQL %.3f ms = %.3f ms; worker peak RSS %.1f MB (workers %s, parallel %s)",
 			total, jobs, elapsed.Round(time.Millisecond), rate, workerMS, pgMS, workerMS+pgMS, float64(hwm)/(1<<20), workers, parallel)
 	}
+}
+
+// saveProfile fetches a CPU profile of seconds from a pprof listener into file.
+func saveProfile(addr, seconds, file string) error {
+	res, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=" + seconds)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("pprof: %s", res.Status)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, res.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func envOr(name, def string) string {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -71,6 +72,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv func(
 	}
 	if *addr != "" {
 		cfg.Addr = *addr
+	}
+	if m == modeWork {
+		workGC(getenv)
 	}
 	a, err := newApp(ctx, cfg, logger, m)
 	if err != nil {
@@ -234,6 +238,26 @@ func (a *app) run(ctx context.Context) error {
 	}
 	a.logger.Info("stopped")
 	return nil
+}
+
+// Garbage collector defaults of `herald work` (see workGC).
+const (
+	workGCPercent   = 400
+	workMemoryLimit = 160 << 20
+)
+
+// workGC trades memory for CPU in `herald work`, unless GOGC or GOMEMLIMIT say otherwise: a
+// campaign allocates a few short-lived buffers per message over a small live heap (~10 MB), so
+// collecting when the heap has grown 5x rather than 2x cuts the collector's CPU (about a tenth
+// of the worker's at the default) for some tens of MB; the soft limit makes it collect sooner
+// again before the process's memory nears 200 MB.
+func workGC(getenv func(string) string) {
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(workGCPercent)
+	}
+	if getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(workMemoryLimit)
+	}
 }
 
 // servePprof serves net/http/pprof on HERALD_PPROF_ADDR until ctx ends: a debug listener for
