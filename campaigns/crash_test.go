@@ -266,6 +266,23 @@ func (w *lockedWriter) Write(p []byte) (int, error) {
 	return w.b.Write(p)
 }
 
+// runUntil enqueues the batch jobs, runs one `herald work` and returns it once n messages have
+// arrived, failing if the process exits first or a minute passes.
+func (h *procHarness) runUntil(n int) *workerProc {
+	h.t.Helper()
+	at := h.notifyAt(n)
+	h.enqueue()
+	p := h.start(nil)
+	select {
+	case <-at:
+	case err := <-p.done:
+		h.t.Fatalf("herald work exited early: %v\n%s", err, p.stderr.String())
+	case <-time.After(60 * time.Second):
+		h.t.Fatalf("%d messages never arrived:\n%s", n, p.stderr.String())
+	}
+	return p
+}
+
 // kill sends SIGKILL and waits for the process to be gone.
 func (h *procHarness) kill(p *workerProc) {
 	h.t.Helper()
@@ -336,6 +353,20 @@ func (h *procHarness) statusCounts() map[string]int {
 	return out
 }
 
+// requireOneEach checks that total addresses received one message each.
+func (h *procHarness) requireOneEach(total int) {
+	h.t.Helper()
+	got, n := h.received()
+	if n != total || len(got) != total {
+		h.t.Errorf("%d messages to %d addresses, want %d each", n, len(got), total)
+	}
+	for addr, ids := range got {
+		if len(ids) != 1 {
+			h.t.Errorf("%s received %d messages", addr, len(ids))
+		}
+	}
+}
+
 // sentAddresses returns the addresses whose recipient row is sent.
 func (h *procHarness) sentAddresses() map[string]string {
 	h.t.Helper()
@@ -368,16 +399,7 @@ func TestCrashMidCampaign(t *testing.T) {
 	h := procSetup(t, map[string]string{"HERALD_CAMPAIGN_WORKERS": fmt.Sprint(workers),
 		"HERALD_CAMPAIGN_PARALLEL": fmt.Sprint(parallel)}, false)
 	h.seed(total, 100)
-	at := h.notifyAt(1000)
-	h.enqueue()
-	p := h.start(nil)
-	select {
-	case <-at:
-	case err := <-p.done:
-		t.Fatalf("herald work exited early: %v\n%s", err, p.stderr.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("1,000 messages never arrived:\n%s", p.stderr.String())
-	}
+	p := h.runUntil(1000)
 	h.kill(p)
 	before, n := h.received()
 	committed := h.sentAddresses()
@@ -449,16 +471,7 @@ func TestPauseResumeProcess(t *testing.T) {
 	const total = 3000
 	h := procSetup(t, nil, false)
 	h.seed(total, 100)
-	at := h.notifyAt(800)
-	h.enqueue()
-	p := h.start(nil)
-	select {
-	case <-at:
-	case err := <-p.done:
-		t.Fatalf("herald work exited early: %v\n%s", err, p.stderr.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("800 messages never arrived:\n%s", p.stderr.String())
-	}
+	p := h.runUntil(800)
 	transition := func(action string) {
 		t.Helper()
 		err := pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
@@ -491,13 +504,5 @@ func TestPauseResumeProcess(t *testing.T) {
 	transition("resume")
 	h.waitStatus("sent", 90*time.Second)
 	h.stop(p)
-	got, n := h.received()
-	if n != total || len(got) != total {
-		t.Errorf("%d messages to %d addresses, want %d each", n, len(got), total)
-	}
-	for addr, ids := range got {
-		if len(ids) != 1 {
-			t.Errorf("%s received %d messages", addr, len(ids))
-		}
-	}
+	h.requireOneEach(total)
 }

@@ -39,15 +39,7 @@ func TestTwoWorkProcesses(t *testing.T) {
 	h.stop(p1)
 	h.stop(p2)
 
-	got, n := h.received()
-	if n != total || len(got) != total {
-		t.Errorf("%d messages to %d addresses, want %d each", n, len(got), total)
-	}
-	for addr, ids := range got {
-		if len(ids) != 1 {
-			t.Errorf("%s received %d messages", addr, len(ids))
-		}
-	}
+	h.requireOneEach(total)
 	if counts := h.statusCounts(); counts["sent"] != total {
 		t.Errorf("recipient statuses %v", counts)
 	}
