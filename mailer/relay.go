@@ -55,6 +55,10 @@ func NewRelay(o RelayOptions) (*Relay, error) {
 		mail.WithPort(o.SMTP.Port),
 		mail.WithTimeout(o.Timeout),
 		mail.WithoutNoop(), // a stale pooled connection is detected by the send itself and redialled
+		// No RSET after an accepted message: the session is already back in its initial state
+		// (RFC 5321 4.1.1.4), and a failed RSET after the relay took the message must not make it
+		// look failed (it would be sent again). go-mail still resets after a refused MAIL or RCPT.
+		mail.WithoutRset(),
 	}
 	if o.HELO != "" {
 		opts = append(opts, mail.WithHELO(o.HELO))
@@ -130,6 +134,12 @@ func (r *Relay) Send(ctx context.Context, msg *mail.Msg) (SendResult, error) {
 		err = r.client.SendWithSMTPClient(conn.c, msg)
 		if err == nil {
 			r.put(conn)
+			return SendResult{Code: 250, Reply: msg.ServerResponse()}, nil
+		}
+		if msg.IsDelivered() {
+			// The relay accepted the message and something after that failed: it is sent, and
+			// sending it again would duplicate it. The connection is not trusted again.
+			r.discard(conn)
 			return SendResult{Code: 250, Reply: msg.ServerResponse()}, nil
 		}
 		res := classify(err)
