@@ -3,6 +3,7 @@ package consent
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -14,31 +15,33 @@ type BatchRecipient struct {
 }
 
 // decideBatchSQL reads, in one round trip, every recipient's suppression entry and consent state
-// for the purpose, locking the state rows FOR SHARE in contact order (the order every writer of
-// several contacts locks in, so a batch and a writer never wait on each other in a cycle).
+// for the purpose. It runs after the batch's contacts' consent locks are held (shared), so its
+// snapshot, taken when it starts, already includes any withdrawal committed before them.
 const decideBatchSQL = `
-	WITH st AS (
-		SELECT contact_id, status, expires_at FROM consent_state
-		WHERE workspace_id = $1 AND purpose = $4 AND contact_id = ANY ($2)
-		ORDER BY contact_id
-		FOR SHARE
-	)
 	SELECT r.i, sp.reason, st.status, st.expires_at IS NOT NULL AND st.expires_at <= $5
 	FROM unnest($2::bigint[], $3::bytea[]) WITH ORDINALITY AS r (contact_id, hash, i)
-	LEFT JOIN st ON st.contact_id = r.contact_id
+	LEFT JOIN consent_state st ON st.workspace_id = $1 AND st.purpose = $4 AND st.contact_id = r.contact_id
 	LEFT JOIN suppressions sp ON sp.workspace_id = $1 AND sp.address_hash = r.hash
 	ORDER BY r.i`
 
 // DecideBatch is Decide for a batch of marketing sends of one workspace and purpose, in one round
 // trip: decisions[i] answers rs[i], and refusals are counted in herald_consent_blocked_total. It
-// locks the consent state of every contact of the batch FOR SHARE until tx ends, so tx must stay
-// open until the outcomes of the batch's hand-offs are known: a withdrawal committed before this
-// call is seen, and one committed later waits for the batch.
+// takes the consent lock of every contact of the batch in shared mode until tx ends (the lock
+// RecordAll takes exclusively, see LockContacts), so tx must stay open until the outcomes of the
+// batch's hand-offs are known: a withdrawal committed before this call is seen, and one
+// committed later waits for the batch.
+//
+// Unlike Decide's FOR SHARE row lock, an advisory lock writes nothing: the transaction gets no
+// transaction id, creates no multixacts, and so does not hold back the cleanup of the rows the
+// batch's outcomes update meanwhile.
 func (s *Service) DecideBatch(ctx context.Context, tx pgx.Tx, workspaceID int64, purpose string, rs []BatchRecipient) ([]Decision, error) {
 	ids := make([]int64, len(rs))
 	hashes := make([][]byte, len(rs))
 	for i, r := range rs {
 		ids[i], hashes[i] = r.ContactID, s.Keys.AddressHash(workspaceID, r.Address)
+	}
+	if err := s.lockContactsShared(ctx, tx, workspaceID, ids); err != nil {
+		return nil, fmt.Errorf("decide batch: %w", err)
 	}
 	rows, err := tx.Query(ctx, decideBatchSQL, workspaceID, ids, hashes, purpose, s.now())
 	if err != nil {
@@ -78,4 +81,19 @@ func (s *Service) DecideBatch(ctx context.Context, tx pgx.Tx, workspaceID int64,
 		}
 	}
 	return out, nil
+}
+
+// lockContactsShared takes the contacts' consent locks in shared mode, in key order (the order
+// LockContacts takes them exclusively), in one statement: a sorted array walked in order.
+func (s *Service) lockContactsShared(ctx context.Context, tx pgx.Tx, workspaceID int64, contactIDs []int64) error {
+	keys := make([]int64, 0, len(contactIDs))
+	for _, c := range contactIDs {
+		keys = append(keys, contactLockKey(workspaceID, c))
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	if _, err := tx.Exec(ctx, `SELECT count(pg_advisory_xact_lock_shared(k)) FROM unnest($1::bigint[]) WITH ORDINALITY AS u (k, i)`, keys); err != nil {
+		return fmt.Errorf("lock contacts: %w", err)
+	}
+	return nil
 }
