@@ -176,23 +176,46 @@ func (w *SendBatchWorker) Work(ctx context.Context, job *river.Job[SendBatchArgs
 }
 
 // sendFinishSQL marks the campaign sent once its fan-out is done and no recipient is open. Every
-// batch runs it after its own outcomes are committed, so the last batch to finish sees all.
+// batch runs it after its own outcomes are committed, so the last batch to finish sees all. It
+// looks for open recipients from $2 on, below which all are known to be final (finalPrefix), and
+// returns the first open one it found, from which the next look starts: so the campaign's
+// recipients are read about once in all, not once per batch.
 const sendFinishSQL = `
-	UPDATE campaigns SET status = 'sent', finished_at = now(), updated_at = now()
-	WHERE id = $1 AND status = 'sending' AND fanout_done
-		AND NOT EXISTS (SELECT 1 FROM campaign_recipients
-			WHERE campaign_id = $1 AND status IN ('queued', 'sending', 'deferred'))`
+	WITH first_open AS (
+		SELECT id FROM campaign_recipients
+		WHERE campaign_id = $1 AND id >= $2 AND status IN ('queued', 'sending', 'deferred')
+		ORDER BY id LIMIT 1
+	), sent AS (
+		UPDATE campaigns SET status = 'sent', finished_at = now(), updated_at = now()
+		WHERE id = $1 AND status = 'sending' AND fanout_done AND NOT EXISTS (SELECT 1 FROM first_open)
+		RETURNING id
+	)
+	SELECT (SELECT id FROM first_open), EXISTS (SELECT 1 FROM sent)`
 
 func (w *SendBatchWorker) finish(ctx context.Context, campaignID int64) error {
-	tag, err := w.DB.Exec(ctx, sendFinishSQL, campaignID)
+	sent, err := markSentIfDone(ctx, w.DB, &w.States.final, campaignID)
 	if err != nil {
-		return fmt.Errorf("campaign %d: mark sent: %w", campaignID, err)
+		return err
 	}
-	if tag.RowsAffected() == 1 {
+	if sent {
 		w.States.Forget(campaignID)
 		w.Logger.InfoContext(ctx, "campaign sent", "campaign_id", campaignID)
 	}
 	return nil
+}
+
+// markSentIfDone runs sendFinishSQL from where final says the campaign's open recipients start,
+// and moves that point up to the first open recipient found.
+func markSentIfDone(ctx context.Context, q db.Querier, final *finalPrefix, campaignID int64) (bool, error) {
+	var firstOpen *int64
+	var sent bool
+	if err := q.QueryRow(ctx, sendFinishSQL, campaignID, final.from(campaignID)).Scan(&firstOpen, &sent); err != nil {
+		return false, fmt.Errorf("campaign %d: mark sent: %w", campaignID, err)
+	}
+	if firstOpen != nil {
+		final.advance(campaignID, *firstOpen)
+	}
+	return sent, nil
 }
 
 // cancelRange closes the range's open recipients of a cancelled campaign. Rows held by a running

@@ -68,6 +68,8 @@ type StateCache struct {
 
 	mu      sync.Mutex
 	entries map[int64]*stateEntry
+	// final is where each campaign's check for open recipients starts (see sendFinishSQL).
+	final finalPrefix
 }
 
 type stateEntry struct {
@@ -189,4 +191,34 @@ func (s *StateCache) content(ctx context.Context, id int64) (*sendContent, error
 	}
 	e.content = c
 	return c, nil
+}
+
+// finalPrefix remembers, per campaign, an id below which every recipient is final (sent,
+// suppressed, failed or cancelled), so that looking for a campaign's open recipients starts there
+// instead of at its first recipient: without an index on status (it would keep the send worker's
+// updates from being HOT, see migration 007) each look would otherwise read the whole campaign.
+//
+// It is sound because a final status never changes and a campaign's fan-out commits its pages one
+// after the other, so a recipient not yet visible has a higher id than every visible one. It is
+// only a hint: a forgotten campaign starts again from 0.
+type finalPrefix struct {
+	mu sync.Mutex
+	m  map[int64]int64
+}
+
+// from returns the id from which campaign id may have open recipients.
+func (f *finalPrefix) from(id int64) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m[id]
+}
+
+// advance records that every recipient of campaign id below to is final.
+func (f *finalPrefix) advance(id, to int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil || len(f.m) >= maxCachedCampaigns {
+		f.m = map[int64]int64{}
+	}
+	f.m[id] = max(f.m[id], to)
 }

@@ -62,6 +62,10 @@ type SweepWorker struct {
 	PageSize int
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+
+	// final is where each campaign's open recipients start (see finalPrefix): a sweep reads a
+	// campaign's recipients from there, so each is read by about one sweep once it is final.
+	final finalPrefix
 }
 
 // Timeout bounds a sweep (closing the recipients of a large cancelled campaign takes a while).
@@ -108,17 +112,36 @@ func (w *SweepWorker) Work(ctx context.Context, job *river.Job[SweepArgs]) error
 		jobs = append(jobs, river.InsertManyParams{Args: FanOutArgs{CampaignID: id},
 			InsertOpts: &river.InsertOpts{Queue: QueueCampaigns, UniqueOpts: pendingUnique()}})
 	}
-	// The redundant IN lets the planner use the partial index of open recipients.
-	ids, err = w.ids(ctx, `SELECT c.id FROM campaigns c WHERE c.status = 'sending' AND EXISTS (
-		SELECT 1 FROM campaign_recipients r WHERE r.campaign_id = c.id
-			AND r.status IN ('queued', 'sending', 'deferred') AND r.status = 'sending' AND r.claimed_until < $1)`, now)
+	// Sending and cancelled campaigns: where their open recipients start, whether a claim has
+	// expired (requeue), whether nothing is open (mark sent), or what is left to close.
+	active, err := w.active(ctx)
 	if err != nil {
 		return err
 	}
-	for _, id := range ids {
-		w.logger().WarnContext(ctx, "campaign has expired claims; requeueing", "campaign_id", id)
-		jobs = append(jobs, river.InsertManyParams{Args: RequeueArgs{CampaignID: id},
-			InsertOpts: &river.InsertOpts{Queue: QueueCampaigns, UniqueOpts: pendingUnique()}})
+	var cancelled []int64
+	for _, c := range active {
+		open, err := w.scan(ctx, c.id, now)
+		if err != nil {
+			return err
+		}
+		switch {
+		case c.status == StatusCancelled:
+			if open.any {
+				cancelled = append(cancelled, c.id)
+			}
+		case open.expired:
+			w.logger().WarnContext(ctx, "campaign has expired claims; requeueing", "campaign_id", c.id)
+			jobs = append(jobs, river.InsertManyParams{Args: RequeueArgs{CampaignID: c.id},
+				InsertOpts: &river.InsertOpts{Queue: QueueCampaigns, UniqueOpts: pendingUnique()}})
+		case !open.any && c.fanoutDone:
+			sent, err := markSentIfDone(ctx, w.DB, &w.final, c.id)
+			if err != nil {
+				return fmt.Errorf("sweep: %w", err)
+			}
+			if sent {
+				w.logger().InfoContext(ctx, "campaign sent", "campaign_id", c.id)
+			}
+		}
 	}
 	if len(jobs) > 0 {
 		// InsertMany, not the COPY variant: it skips duplicates of unique jobs instead of failing.
@@ -126,23 +149,66 @@ func (w *SweepWorker) Work(ctx context.Context, job *river.Job[SweepArgs]) error
 			return fmt.Errorf("sweep: insert jobs: %w", err)
 		}
 	}
-	if _, err := w.DB.Exec(ctx, `UPDATE campaigns c SET status = 'sent', finished_at = $1, updated_at = $1
-		WHERE c.status = 'sending' AND c.fanout_done AND NOT EXISTS (
-			SELECT 1 FROM campaign_recipients r WHERE r.campaign_id = c.id AND r.status IN ('queued', 'sending', 'deferred'))`,
-		now); err != nil {
-		return fmt.Errorf("sweep: mark sent: %w", err)
-	}
-	ids, err = w.ids(ctx, `SELECT c.id FROM campaigns c WHERE c.status = 'cancelled' AND EXISTS (
-		SELECT 1 FROM campaign_recipients r WHERE r.campaign_id = c.id AND r.status IN ('queued', 'sending', 'deferred'))`)
-	if err != nil {
-		return err
-	}
-	for _, id := range ids {
+	for _, id := range cancelled {
 		if _, err := w.closeCancelled(ctx, id, now); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+type sweptCampaign struct {
+	id         int64
+	status     string
+	fanoutDone bool
+}
+
+// active lists the sending campaigns and the cancelled ones that may still have open recipients
+// (all cancelled campaigns on the first sweep of a process; then those not yet seen closed).
+func (w *SweepWorker) active(ctx context.Context) ([]sweptCampaign, error) {
+	rows, err := w.DB.Query(ctx, `SELECT id, status, fanout_done FROM campaigns WHERE status IN ('sending', 'cancelled')`)
+	if err != nil {
+		return nil, fmt.Errorf("sweep: %w", err)
+	}
+	var out []sweptCampaign
+	var c sweptCampaign
+	if _, err := pgx.ForEachRow(rows, []any{&c.id, &c.status, &c.fanoutDone}, func() error {
+		out = append(out, c)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("sweep: %w", err)
+	}
+	return out, nil
+}
+
+// sweepScanSQL reads a campaign's recipients from $2 on (below, all are final): the first open
+// one, whether any claim has expired by $3, and the last recipient.
+const sweepScanSQL = `
+	SELECT min(id) FILTER (WHERE status IN ('queued', 'sending', 'deferred')),
+		coalesce(bool_or(status = 'sending' AND claimed_until < $3), false), max(id)
+	FROM campaign_recipients WHERE campaign_id = $1 AND id >= $2`
+
+type openRecipients struct {
+	any     bool // some recipient is open
+	expired bool // some claim has expired
+}
+
+// scan runs sweepScanSQL and moves the campaign's final prefix up: to its first open recipient,
+// or past its last one when none is open (a later fan-out page has higher ids).
+func (w *SweepWorker) scan(ctx context.Context, id int64, now time.Time) (openRecipients, error) {
+	var firstOpen, last *int64
+	var open openRecipients
+	if err := w.DB.QueryRow(ctx, sweepScanSQL, id, w.final.from(id), now).Scan(&firstOpen, &open.expired, &last); err != nil {
+		return open, fmt.Errorf("sweep: campaign %d: %w", id, err)
+	}
+	switch {
+	case firstOpen != nil:
+		open.any = true
+		w.final.advance(id, *firstOpen)
+	case last != nil:
+		w.final.advance(id, *last+1)
+	}
+	return open, nil
 }
 
 func (w *SweepWorker) ids(ctx context.Context, query string, args ...any) ([]int64, error) {
@@ -158,24 +224,33 @@ func (w *SweepWorker) ids(ctx context.Context, query string, args ...any) ([]int
 }
 
 // closeCancelled marks a cancelled campaign's open recipients cancelled, one page per statement
-// (short transactions, each walking the open-recipients index from where the last stopped). It
+// (short transactions, each walking the campaign's recipients from where the last stopped). It
 // returns how many it closed.
 func (w *SweepWorker) closeCancelled(ctx context.Context, campaignID int64, now time.Time) (int64, error) {
 	size := cmp.Or(w.PageSize, DefaultPageSize)
+	after := w.final.from(campaignID) - 1
 	var total int64
 	for {
-		tag, err := w.DB.Exec(ctx, `UPDATE campaign_recipients SET status = 'cancelled', claimed_until = NULL,
-				updated_at = $2
-			WHERE id IN (SELECT id FROM campaign_recipients WHERE campaign_id = $1 AND `+expiredOrWaiting+`
-				AND EXISTS (SELECT 1 FROM campaigns WHERE id = $1 AND status = 'cancelled')
-				ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)`, campaignID, now, size)
+		var n, last int64
+		err := w.DB.QueryRow(ctx, `
+			WITH page AS (
+				SELECT id FROM campaign_recipients WHERE campaign_id = $1 AND id > $4 AND `+expiredOrWaiting+`
+					AND EXISTS (SELECT 1 FROM campaigns WHERE id = $1 AND status = 'cancelled')
+				ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED
+			), closed AS (
+				UPDATE campaign_recipients r SET status = 'cancelled', claimed_until = NULL, updated_at = $2
+				FROM page WHERE r.id = page.id
+				RETURNING r.id
+			)
+			SELECT count(*), coalesce(max(id), 0) FROM closed`, campaignID, now, size, after).Scan(&n, &last)
 		if err != nil {
 			return total, fmt.Errorf("sweep: cancel recipients of campaign %d: %w", campaignID, err)
 		}
-		total += tag.RowsAffected()
-		if tag.RowsAffected() < int64(size) {
+		total += n
+		if n < int64(size) {
 			return total, nil
 		}
+		after = last
 	}
 }
 
