@@ -33,8 +33,8 @@
 // # Sending: a batch per job, the consent lock per batch, the outcome per message
 //
 // A SendBatchJob names a range of a campaign's recipients. The worker claims the range's unsent
-// recipients, opens a transaction that locks the consent state of the batch's contacts for the
-// campaign's purpose FOR SHARE (consent.DecideBatch) and keeps it open while it renders and hands
+// recipients, opens a transaction that takes the consent locks of the batch's contacts in shared
+// mode and decides them (consent.DecideBatch), and keeps it open while it renders and hands
 // each message to SMTP, so a withdrawal committed before a hand-off is seen, and one committed
 // later waits for the batch (as for single marketing sends, see mailer). Each message's outcome
 // is committed on its own, outside that transaction, right after the relay's answer (grouped

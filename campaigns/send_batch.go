@@ -247,8 +247,8 @@ type sendRun struct {
 	pending  []PendingOutcome
 }
 
-// run decides consent for the batch in one transaction, which stays open (holding the consent
-// state FOR SHARE) until every hand-off's outcome is committed, then sends the allowed recipients.
+// run decides consent for the batch in one transaction, which stays open (holding the contacts'
+// consent locks) until every hand-off's outcome is committed, then sends the allowed recipients.
 func (b *sendRun) run(ctx context.Context) error {
 	w, c := b.w, b.c
 	b.done = make(map[int64]bool, len(b.held))
