@@ -91,3 +91,6 @@ func BenchmarkRenderPresanitized(b *testing.B) {
 		})
 	}
 }
+
+// BenchNewsletter exports the benchmark newsletter to the package's external tests.
+var BenchNewsletter = benchNewsletter
