@@ -16,11 +16,17 @@ type BatchRecipient struct {
 
 // decideBatchSQL reads, in one round trip, every recipient's suppression entry and consent state
 // for the purpose. It runs after the batch's contacts' consent locks are held (shared), so its
-// snapshot, taken when it starts, already includes any withdrawal committed before them.
+// snapshot, taken when it starts, already includes any withdrawal committed before them. Its plan
+// relies on statistics: right after a bulk load, before autovacuum has analysed consent_state,
+// the planner may take the table for empty and scan a workspace's consent rows per batch.
 const decideBatchSQL = `
+	WITH st AS (
+		SELECT contact_id, status, expires_at FROM consent_state
+		WHERE workspace_id = $1 AND contact_id = ANY ($2) AND purpose = $4
+	)
 	SELECT r.i, sp.reason, st.status, st.expires_at IS NOT NULL AND st.expires_at <= $5
 	FROM unnest($2::bigint[], $3::bytea[]) WITH ORDINALITY AS r (contact_id, hash, i)
-	LEFT JOIN consent_state st ON st.workspace_id = $1 AND st.purpose = $4 AND st.contact_id = r.contact_id
+	LEFT JOIN st ON st.contact_id = r.contact_id
 	LEFT JOIN suppressions sp ON sp.workspace_id = $1 AND sp.address_hash = r.hash
 	ORDER BY r.i`
 
