@@ -7,6 +7,7 @@ import (
 	htmltemplate "html/template"
 	"io"
 	"strings"
+	"sync"
 	texttemplate "text/template"
 
 	"github.com/k3a/html2text"
@@ -19,11 +20,15 @@ type Compiled struct {
 	html    *htmltemplate.Template // nil when the version has no HTML part
 	text    *texttemplate.Template // nil when the text part is generated from the HTML
 	fast    *presanitized          // nil when the HTML is sanitised at every render
+	// bufs holds output buffers between renders: a campaign renders the same parts for every
+	// recipient, and growing a fresh buffer to a newsletter's size each time was most of a
+	// render's allocation.
+	bufs *sync.Pool
 }
 
 // Compile parses and checks every part of t. Problems are returned as *PartError.
 func Compile(t Template) (*Compiled, error) {
-	var c Compiled
+	c := Compiled{bufs: new(sync.Pool)}
 	var err error
 	if c.subject, err = parseText("subject", t.Subject); err != nil {
 		return nil, err
@@ -95,7 +100,7 @@ func (c *Compiled) Render(data map[string]any) (Rendered, error) {
 	data = normalizeMap(data)
 	var out Rendered
 	var err error
-	if out.Subject, err = execute("subject", c.subject, data); err != nil {
+	if out.Subject, err = c.execute("subject", c.subject, data); err != nil {
 		return Rendered{}, err
 	}
 	if strings.ContainsAny(out.Subject, "\r\n") {
@@ -107,11 +112,11 @@ func (c *Compiled) Render(data map[string]any) (Rendered, error) {
 		// Any failure of the fast template, a value the sanitiser would change (errDeopt) as
 		// much as a missing key, is left to the template as written, which reports errors
 		// against the source the author wrote.
-		out.HTML, err = execute("html", c.fast.html, data)
+		out.HTML, err = c.execute("html", c.fast.html, data)
 		fast = err == nil
 	}
 	if c.html != nil && !fast {
-		html, err := execute("html", c.html, data)
+		html, err := c.execute("html", c.html, data)
 		if err != nil {
 			return Rendered{}, err
 		}
@@ -119,11 +124,11 @@ func (c *Compiled) Render(data map[string]any) (Rendered, error) {
 	}
 	switch {
 	case c.text != nil:
-		if out.Text, err = execute("text", c.text, data); err != nil {
+		if out.Text, err = c.execute("text", c.text, data); err != nil {
 			return Rendered{}, err
 		}
 	case fast && c.fast.text != nil:
-		if out.Text, err = execute("text", c.fast.text, data); err == nil {
+		if out.Text, err = c.execute("text", c.fast.text, data); err == nil {
 			out.Text = strings.TrimSpace(out.Text)
 			break
 		}
@@ -146,8 +151,24 @@ type executor interface {
 	Execute(w io.Writer, data any) error
 }
 
-func execute(part string, t executor, data map[string]any) (string, error) {
-	w := &cappedBuffer{max: MaxRenderedBytes}
+// maxPooledBuffer is the largest buffer kept for reuse; a rare huge render does not pin its
+// memory.
+const maxPooledBuffer = 256 << 10
+
+func (c *Compiled) execute(part string, t executor, data map[string]any) (string, error) {
+	var w *cappedBuffer
+	if c.bufs != nil {
+		w, _ = c.bufs.Get().(*cappedBuffer)
+	}
+	if w == nil {
+		w = &cappedBuffer{max: MaxRenderedBytes}
+	}
+	defer func() {
+		if c.bufs != nil && w.buf.Cap() <= maxPooledBuffer {
+			w.buf.Reset()
+			c.bufs.Put(w)
+		}
+	}()
 	if err := t.Execute(w, data); err != nil {
 		if errors.Is(err, errOutputTooLarge) {
 			err = errOutputTooLarge
