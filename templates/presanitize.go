@@ -489,7 +489,9 @@ func (p *presanitized) buildHTML(sanitised string, acts []*action) *htmltemplate
 	b.WriteString(rest)
 	fm := htmltemplate.FuncMap(funcs())
 	fm["herald_text"] = textValue
+	fm["herald_text_value"] = escapedTextValue
 	fm["herald_attr"] = p.checkAttr
+	fm["herald_attr_value"] = p.checkAttrValue
 	t, err := htmltemplate.New("html").Option("missingkey=error").Funcs(fm).Parse(b.String())
 	if err != nil || !equalStrings(textNodes(t.Tree.Root, nil), want) {
 		return nil
@@ -524,12 +526,21 @@ func (p *presanitized) buildHTML(sanitised string, acts []*action) *htmltemplate
 		if !sameEscaping(a.origEsc, esc) {
 			return nil // e.g. an action in an HTML comment, which html/template prints as nothing
 		}
+		// html/template's escapers are called through reflection like any template function, a
+		// large part of a render's cost; where they are ones this file reproduces (see
+		// escapeHTML, isSafeURL, processURL), one function does their work and the check's.
 		switch {
 		case !a.inAttr && len(esc) == 1 && esc[0] == "_html_template_htmlescaper":
-			appendCommand(t.Tree, n, "herald_text")
+			replaceEscapers(t.Tree, n, len(esc), "herald_text_value")
 		case a.inAttr && len(esc) > 0 && esc[len(esc)-1] == "_html_template_attrescaper":
-			appendCommand(t.Tree, n, "herald_attr", strconv.Itoa(len(p.attrs)))
-			p.attrs = append(p.attrs, &attrCheck{pre: a.pre, suf: a.suf})
+			c := &attrCheck{pre: a.pre, suf: a.suf}
+			idx := strconv.Itoa(len(p.attrs))
+			p.attrs = append(p.attrs, c)
+			if c.url, c.filter, c.norm = urlEscapers(esc[:len(esc)-1]); c.url >= 0 {
+				replaceEscapers(t.Tree, n, len(esc), "herald_attr_value", idx)
+			} else {
+				appendCommand(t.Tree, n, "herald_attr", idx)
+			}
 		default:
 			return nil
 		}
@@ -608,6 +619,74 @@ func appendCommand(tree *parse.Tree, n *parse.ActionNode, fn string, args ...str
 	n.Pipe.Cmds = append(n.Pipe.Cmds, cmd)
 }
 
+// replaceEscapers replaces the last k commands of an action's pipeline (html/template's
+// escapers) with `| fn args...`.
+func replaceEscapers(tree *parse.Tree, n *parse.ActionNode, k int, fn string, args ...string) {
+	n.Pipe.Cmds = n.Pipe.Cmds[:len(n.Pipe.Cmds)-k]
+	appendCommand(tree, n, fn, args...)
+}
+
+// urlEscapers tells which of the URL escapers that html/template puts before an attribute's
+// attrescaper were applied: url is 0 for none, 1 for a URL (filter: urlfilter first, norm:
+// urlnormalizer rather than urlescaper), -1 for any other chain (not reproduced here).
+func urlEscapers(esc []string) (url int, filter, norm bool) {
+	switch strings.Join(esc, " ") {
+	case "":
+		return 0, false, false
+	case "_html_template_urlfilter _html_template_urlnormalizer":
+		return 1, true, true
+	case "_html_template_urlnormalizer":
+		return 1, false, true
+	case "_html_template_urlescaper":
+		return 1, false, false
+	case "_html_template_urlfilter _html_template_urlescaper":
+		return 1, true, false
+	}
+	return -1, false, false
+}
+
+// escapeHTML is html/template's htmlescaper and attrescaper for a plain (untyped) string: its
+// replacement table is ASCII only, so bytes do as well as runes.
+func escapeHTML(s string) string {
+	if !strings.ContainsAny(s, "\x00\"&'+<>") {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 16)
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case 0:
+			b.WriteString("\uFFFD")
+		case '"':
+			b.WriteString("&#34;")
+		case '&':
+			b.WriteString("&amp;")
+		case '\'':
+			b.WriteString("&#39;")
+		case '+':
+			b.WriteString("&#43;")
+		case '<':
+			b.WriteString("&lt;")
+		case '>':
+			b.WriteString("&gt;")
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// escapedTextValue is html/template's htmlescaper followed by textValue. Typed content
+// (template.HTML and the like), which html/template escapes differently, takes the per-render
+// path.
+func escapedTextValue(v any) (string, error) {
+	s, typed := stringify(v)
+	if typed {
+		return "", errDeopt
+	}
+	return textValue(escapeHTML(s))
+}
+
 // textValue brings an action's output in element text, escaped by html/template, to the form
 // the sanitiser writes: the same characters, spelled as x/net/html spells them ("+" rather than
 // "&#43;", line feeds for carriage returns, non-characters raw). Output that is not plain
@@ -672,12 +751,35 @@ func respell(s string) (string, error) {
 // checked is kept, so a value shared by all recipients (a link function) is checked once.
 type attrCheck struct {
 	pre, suf string
-	last     atomic.Pointer[checked]
+	// The escapers checkAttrValue applies before attrescaper's work: see urlEscapers.
+	url          int
+	filter, norm bool
+	last         atomic.Pointer[checked]
 }
 
 type checked struct {
 	in, out string
 	ok      bool
+}
+
+// checkAttrValue is html/template's escapers of the attribute (see urlEscapers) followed by
+// checkAttr. Typed content takes the per-render path.
+func (p *presanitized) checkAttrValue(idx string, v any) (string, error) {
+	i, err := strconv.Atoi(idx)
+	if err != nil || i < 0 || i >= len(p.attrs) {
+		return "", fmt.Errorf("herald_attr_value: bad index %q", idx)
+	}
+	s, typed := stringify(v)
+	if typed {
+		return "", errDeopt
+	}
+	if c := p.attrs[i]; c.url == 1 {
+		if c.filter && !isSafeURL(s) {
+			s = "#ZgotmplZ"
+		}
+		s = processURL(s, c.norm)
+	}
+	return p.checkAttr(idx, escapeHTML(s))
 }
 
 func (p *presanitized) checkAttr(idx, s string) (string, error) {
