@@ -2,6 +2,7 @@ package campaigns
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"html"
@@ -584,10 +585,17 @@ func (b *sendRun) release(ctx context.Context, status string) {
 	}
 }
 
-// messageID is the claimedRecipient's Message-ID: derived from the campaign and the recipient only, so
-// that a message sent again after a crash carries the same one.
+// messageID is the claimedRecipient's Message-ID (see MessageID).
 func (b *sendRun) messageID(r *claimedRecipient) string {
-	return "campaign-" + strconv.FormatInt(b.c.ID, 10) + "." + strconv.FormatInt(r.ID, 10) + "@" + b.w.MessageIDDomain
+	return MessageID(b.w.Consent.Keys, b.c.ID, r.ID, b.w.MessageIDDomain)
+}
+
+// MessageID is the Message-ID of a campaign's recipient row: derived from the campaign and the
+// row only, so that a message sent again after a crash carries the same one, but as a keyed hash,
+// so that it tells the recipient neither the campaign's id nor how many rows came before theirs.
+func MessageID(keys *consent.Keys, campaignID, recipientID int64, domain string) string {
+	h := keys.AddressHash(0, "campaign-message-id/"+strconv.FormatInt(campaignID, 10)+"/"+strconv.FormatInt(recipientID, 10))
+	return "c." + hex.EncodeToString(h[:16]) + "@" + domain
 }
 
 // build renders the claimedRecipient's message with their own links and composes it. A message whose

@@ -298,7 +298,8 @@ func TestSendBatchOutcomes(t *testing.T) {
 			t.Fatalf("%s received %d messages", addr, len(ms))
 		}
 		m, r := ms[0], rows[addr]
-		if want := "<" + r.MessageID + ">"; m.MessageID != want || !strings.HasPrefix(r.MessageID, fmt.Sprintf("campaign-%d.", c)) {
+		if want := "<" + r.MessageID + ">"; m.MessageID != want || !strings.HasPrefix(r.MessageID, "c.") ||
+			strings.Contains(r.MessageID, fmt.Sprint(c)+".") {
 			t.Errorf("%s: Message-ID %q, row %q", addr, m.MessageID, r.MessageID)
 		}
 		if r.Code == nil || *r.Code != 250 || r.SentAt == nil {
@@ -513,7 +514,7 @@ func TestSendBatchClaims(t *testing.T) {
 		t.Errorf("a recipient not yet due was claimed: %+v", r)
 	}
 	r := rows["dead@example.com"]
-	if r.Status != "sent" || r.Attempts != 2 || r.MessageID != fmt.Sprintf("campaign-%d.%d@mid.herald.example", c, first+1) {
+	if r.Status != "sent" || r.Attempts != 2 || r.MessageID != campaigns.MessageID(b.svc.Keys, c, first+1, "mid.herald.example") {
 		t.Errorf("an expired claim was not taken again: %+v", r)
 	}
 	if n := b.smtp.Count(); n != 1 {
