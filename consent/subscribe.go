@@ -618,16 +618,9 @@ button{font:inherit;padding:.6rem 1.2rem;border:0;border-radius:4px;background:#
 {{end}}</body></html>
 `))
 
-// writeSubscribePage writes a page with the headers of every recipient page: nothing loads from
-// elsewhere, no framing, no caching, no referrer (the URL holds the token).
+// writeSubscribePage writes a page with the headers of every recipient page (setPageHeaders).
 func writeSubscribePage(w http.ResponseWriter, status int, p subscribePage) {
-	hd := w.Header()
-	hd.Set("Content-Type", "text/html; charset=utf-8")
-	hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
-	hd.Set("Cache-Control", "no-store")
-	hd.Set("Referrer-Policy", "no-referrer")
-	hd.Set("X-Content-Type-Options", "nosniff")
-	hd.Set("X-Frame-Options", "DENY")
+	setPageHeaders(w.Header())
 	w.WriteHeader(status)
 	_ = subscribePageHTML.Execute(w, p)
 }
