@@ -15,6 +15,8 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"herald/internal/httpx"
 )
 
 // Inbound is the SMTP receiver of mailto unsubscribes (List-Unsubscribe's
@@ -90,12 +92,7 @@ func (in *Inbound) Close() error {
 	return nil
 }
 
-func (in *Inbound) logger() *slog.Logger {
-	if in.Logger == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return in.Logger
-}
+func (in *Inbound) logger() *slog.Logger { return httpx.LoggerOrDiscard(in.Logger) }
 
 // recipient parses an unsubscribe address; ok is false for anything else.
 func (in *Inbound) recipient(addr string) (Recipient, bool) {

@@ -3,12 +3,13 @@ package consent
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
+
+	"herald/internal/httpx"
 )
 
 // confirmedRetention is how long a confirmed request is kept: it holds an address no longer
@@ -54,12 +55,7 @@ func (w *SubscribeExpiryWorker) Work(ctx context.Context, _ *river.Job[Subscribe
 	return nil
 }
 
-func (w *SubscribeExpiryWorker) logger() *slog.Logger {
-	if w.Logger == nil {
-		return slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	return w.Logger
-}
+func (w *SubscribeExpiryWorker) logger() *slog.Logger { return httpx.LoggerOrDiscard(w.Logger) }
 
 // SubscribeExpiryJob runs the expiry every hour, and once when the client starts: the schedule is
 // kept in memory only, so a process restarted more often than hourly would otherwise never run it.
