@@ -3,7 +3,6 @@ package consent
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -92,12 +91,7 @@ func (s *Service) DecideBatch(ctx context.Context, tx pgx.Tx, workspaceID int64,
 // lockContactsShared takes the contacts' consent locks in shared mode, in key order (the order
 // LockContacts takes them exclusively), in one statement: a sorted array walked in order.
 func (s *Service) lockContactsShared(ctx context.Context, tx pgx.Tx, workspaceID int64, contactIDs []int64) error {
-	keys := make([]int64, 0, len(contactIDs))
-	for _, c := range contactIDs {
-		keys = append(keys, contactLockKey(workspaceID, c))
-	}
-	slices.Sort(keys)
-	keys = slices.Compact(keys)
+	keys := contactLockKeys(workspaceID, contactIDs)
 	if _, err := tx.Exec(ctx, `SELECT count(pg_advisory_xact_lock_shared(k)) FROM unnest($1::bigint[]) WITH ORDINALITY AS u (k, i)`, keys); err != nil {
 		return fmt.Errorf("lock contacts: %w", err)
 	}

@@ -260,20 +260,25 @@ func (s *Service) appendEvent(ctx context.Context, tx pgx.Tx, e *Event) error {
 // takes it itself; a caller that reads a contact's consent state to decide what to record takes
 // it first, so that what it read is still true when it records.
 func (s *Service) LockContacts(ctx context.Context, tx pgx.Tx, workspaceID int64, contactIDs ...int64) error {
-	keys := make([]int64, 0, len(contactIDs))
-	for _, c := range contactIDs {
-		keys = append(keys, contactLockKey(workspaceID, c))
-	}
-	slices.Sort(keys)
-	keys = slices.Compact(keys)
 	b := &pgx.Batch{}
-	for _, k := range keys {
+	for _, k := range contactLockKeys(workspaceID, contactIDs) {
 		b.Queue(`SELECT pg_advisory_xact_lock($1)`, k)
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("lock contact consent: %w", err)
 	}
 	return nil
+}
+
+// contactLockKeys returns the contacts' consent lock keys in the order every locker takes them:
+// ascending, each once.
+func contactLockKeys(workspaceID int64, contactIDs []int64) []int64 {
+	keys := make([]int64, 0, len(contactIDs))
+	for _, c := range contactIDs {
+		keys = append(keys, contactLockKey(workspaceID, c))
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
 }
 
 // contactLockKey is the advisory lock key of a contact's consent: 64 bits of a hash, so that a
