@@ -32,8 +32,8 @@ type CampaignList struct {
 // Check validates the configuration once per campaign, so that a worker defers rather than sends
 // marketing mail without its unsubscribe headers, and prepares List-Id.
 func (l *CampaignList) Check() error {
-	if !oneClickBase(l.BaseURL) || l.InboundDomain == "" {
-		return errors.New("campaign list headers: marketing needs BaseURL (https) and InboundDomain configured")
+	if err := checkListConfig(l.BaseURL, l.InboundDomain); err != nil {
+		return fmt.Errorf("campaign list headers: %w", err)
 	}
 	if l.Purpose == "" {
 		return errors.New("campaign list headers: no purpose")
@@ -61,11 +61,7 @@ func (l *CampaignList) Compose(m *Message, token string) (*gomail.Msg, error) {
 	}
 	m.Stream = StreamMarketing
 	return compose(m, composeOpts{
-		List: &listInfo{
-			URL:    consent.UnsubscribeURL(l.BaseURL, token),
-			Mailto: consent.UnsubscribeMailto(l.InboundDomain, token),
-			ListID: l.listID,
-		},
+		List:   newListInfo(l.BaseURL, l.InboundDomain, token, l.listID),
 		DKIM:   l.DKIM,
 		Logger: l.Logger,
 	})

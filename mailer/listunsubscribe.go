@@ -57,8 +57,8 @@ func (w *SendWorker) listInfo(ctx context.Context, q db.Querier, m *Message) (*l
 	if m.ContactID == nil || m.Purpose == "" {
 		return nil, errors.New("list headers: a marketing message needs its contact and purpose")
 	}
-	if !oneClickBase(w.BaseURL) || w.InboundDomain == "" {
-		return nil, errors.New("list headers: marketing needs BaseURL (https) and InboundDomain configured")
+	if err := checkListConfig(w.BaseURL, w.InboundDomain); err != nil {
+		return nil, fmt.Errorf("list headers: %w", err)
 	}
 	key := listKey{m.WorkspaceID, m.Purpose}
 	e, ok := w.lists.m.Load(key)
@@ -75,11 +75,25 @@ func (w *SendWorker) listInfo(ctx context.Context, q db.Querier, m *Message) (*l
 		w.lists.m.Store(key, entry)
 	}
 	token := w.Consent.Keys.Token(consent.Recipient{WorkspaceID: m.WorkspaceID, ContactID: *m.ContactID, PurposeID: entry.purposeID})
+	return newListInfo(w.BaseURL, w.InboundDomain, token, listIDValue(entry.title, m.Purpose, entry.workspace, w.InboundDomain)), nil
+}
+
+// checkListConfig refuses a configuration that cannot give marketing mail its unsubscribe
+// headers, so that such mail is deferred rather than sent without them.
+func checkListConfig(baseURL, inboundDomain string) error {
+	if !oneClickBase(baseURL) || inboundDomain == "" {
+		return errors.New("marketing needs BaseURL (https) and InboundDomain configured")
+	}
+	return nil
+}
+
+// newListInfo is one recipient's list facts: the links of their unsubscribe token, and listID.
+func newListInfo(baseURL, inboundDomain, token, listID string) *listInfo {
 	return &listInfo{
-		URL:    consent.UnsubscribeURL(w.BaseURL, token),
-		Mailto: consent.UnsubscribeMailto(w.InboundDomain, token),
-		ListID: listIDValue(entry.title, m.Purpose, entry.workspace, w.InboundDomain),
-	}, nil
+		URL:    consent.UnsubscribeURL(baseURL, token),
+		Mailto: consent.UnsubscribeMailto(inboundDomain, token),
+		ListID: listID,
+	}
 }
 
 // oneClickBase reports whether base may prefix one-click links: RFC 8058 requires https; plain
