@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -64,12 +63,7 @@ func (w *FanOutWorker) now() time.Time {
 	return time.Now().UTC()
 }
 
-func (w *FanOutWorker) logger() *slog.Logger {
-	if w.Logger == nil {
-		return slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	return w.Logger
-}
+func (w *FanOutWorker) logger() *slog.Logger { return httpx.LoggerOrDiscard(w.Logger) }
 
 // Work fans the campaign out from its committed resume point. A campaign that is not scheduled
 // or sending is left alone (resume inserts a new job); one scheduled for later is snoozed until

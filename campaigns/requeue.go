@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"herald/internal/db"
+	"herald/internal/httpx"
 )
 
 // RequeueWorker works RequeueArgs: it inserts SendBatchArgs jobs for a sending campaign's open
@@ -118,9 +118,4 @@ func (w *RequeueWorker) Work(ctx context.Context, job *river.Job[RequeueArgs]) e
 	return nil
 }
 
-func (w *RequeueWorker) logger() *slog.Logger {
-	if w.Logger == nil {
-		return slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	return w.Logger
-}
+func (w *RequeueWorker) logger() *slog.Logger { return httpx.LoggerOrDiscard(w.Logger) }

@@ -4,13 +4,14 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
+
+	"herald/internal/httpx"
 )
 
 // Sweeper defaults.
@@ -254,9 +255,4 @@ func (w *SweepWorker) closeCancelled(ctx context.Context, campaignID int64, now 
 	}
 }
 
-func (w *SweepWorker) logger() *slog.Logger {
-	if w.Logger == nil {
-		return slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	return w.Logger
-}
+func (w *SweepWorker) logger() *slog.Logger { return httpx.LoggerOrDiscard(w.Logger) }

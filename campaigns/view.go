@@ -17,6 +17,7 @@ import (
 	"herald/consent"
 	"herald/internal/contacts"
 	"herald/internal/db"
+	"herald/internal/httpx"
 )
 
 // viewTokenDomain separates view-online tokens from every other signed token (see
@@ -57,12 +58,7 @@ func (h *ViewHandler) Routes(r chi.Router) {
 	r.Get("/v/{token}", h.view)
 }
 
-func (h *ViewHandler) logger() *slog.Logger {
-	if h.Logger == nil {
-		return slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	return h.Logger
-}
+func (h *ViewHandler) logger() *slog.Logger { return httpx.LoggerOrDiscard(h.Logger) }
 
 // viewRecipientSQL reads a recipient with its campaign's workspace and its contact as the claim
 // of the batch worker reads it (sendClaimSQL), so the page renders the same data.
