@@ -28,7 +28,7 @@ type Compiled struct {
 
 // Compile parses and checks every part of t. Problems are returned as *PartError.
 func Compile(t Template) (*Compiled, error) {
-	c := Compiled{bufs: new(sync.Pool)}
+	c := Compiled{bufs: &sync.Pool{New: func() any { return &cappedBuffer{max: MaxRenderedBytes} }}}
 	var err error
 	if c.subject, err = parseText("subject", t.Subject); err != nil {
 		return nil, err
@@ -156,15 +156,9 @@ type executor interface {
 const maxPooledBuffer = 256 << 10
 
 func (c *Compiled) execute(part string, t executor, data map[string]any) (string, error) {
-	var w *cappedBuffer
-	if c.bufs != nil {
-		w, _ = c.bufs.Get().(*cappedBuffer)
-	}
-	if w == nil {
-		w = &cappedBuffer{max: MaxRenderedBytes}
-	}
+	w := c.bufs.Get().(*cappedBuffer)
 	defer func() {
-		if c.bufs != nil && w.buf.Cap() <= maxPooledBuffer {
+		if w.buf.Cap() <= maxPooledBuffer {
 			w.buf.Reset()
 			c.bufs.Put(w)
 		}
