@@ -275,11 +275,12 @@ func (h *Handler) subscribeTx(ctx context.Context, tx pgx.Tx, settings Settings,
 	if err != nil {
 		return "", "", fmt.Errorf("send confirmation: %w", err)
 	}
+	ev := requestEvidence(r)
 	_, err = tx.Exec(ctx, `
 		INSERT INTO subscribe_requests (id, workspace_id, token_hash, address, name, purposes, notice_versions,
 			ip, user_agent, message_id, created_at, expires_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
-		requestID, ws, tokenHash, address, name, names, versions, requestEvidence(r).IP, evidenceText(r.UserAgent(), 1000),
+		requestID, ws, tokenHash, address, name, names, versions, ev.IP, ev.UserAgent,
 		messageID, now, expires)
 	if err != nil {
 		return "", "", fmt.Errorf("insert subscribe request: %w", err)
@@ -553,12 +554,13 @@ func (h *Handler) grant(ctx context.Context, tx pgx.Tx, p pendingRequest, now ti
 		"request_ip_hash": hex.EncodeToString(h.Service.Keys.AddressHash(p.WorkspaceID, p.IP)),
 		"confirmed_at":    now.Format(time.RFC3339Nano),
 	}
-	ev := &Evidence{IP: requestEvidence(r).IP, UserAgent: evidenceText(r.UserAgent(), 1000), Address: p.Address}
+	ev := requestEvidence(r)
+	ev.Address = p.Address
 	events := make([]*Event, len(p.Purposes))
 	for i, purpose := range p.Purposes {
 		events[i] = &Event{WorkspaceID: p.WorkspaceID, ContactID: contactID, Purpose: purpose, Action: ActionGranted,
 			Source: SourceForm, LawfulBasis: BasisConsent, NoticeVersion: int(p.Versions[i]), Actor: ActorRecipient,
-			Proof: proof, OccurredAt: now, Evidence: ev}
+			Proof: proof, OccurredAt: now, Evidence: &ev}
 	}
 	if err := h.Service.RecordAll(ctx, tx, events); err != nil {
 		return err
