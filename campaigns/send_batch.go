@@ -428,9 +428,8 @@ func (b *sendRun) outcome(r *claimedRecipient, res mailer.SendResult, sendErr er
 // submit queues r's outcome and marks r final in the batch.
 func (b *sendRun) submit(ctx context.Context, r *claimedRecipient, o Outcome) PendingOutcome {
 	o.RecipientID, o.Attempt = r.ID, r.Attempt
-	o.MessageID = b.messageID(r)
-	if o.Status != rsSent {
-		o.MessageID = ""
+	if o.Status == rsSent {
+		o.MessageID = b.messageID(r)
 	}
 	b.mu.Lock()
 	b.done[r.ID] = true
