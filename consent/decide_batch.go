@@ -92,7 +92,7 @@ func (s *Service) DecideBatch(ctx context.Context, tx pgx.Tx, workspaceID int64,
 // LockContacts takes them exclusively), in one statement: a sorted array walked in order.
 func (s *Service) lockContactsShared(ctx context.Context, tx pgx.Tx, workspaceID int64, contactIDs []int64) error {
 	keys := contactLockKeys(workspaceID, contactIDs)
-	if _, err := tx.Exec(ctx, `SELECT count(pg_advisory_xact_lock_shared(k)) FROM unnest($1::bigint[]) WITH ORDINALITY AS u (k, i)`, keys); err != nil {
+	if _, err := tx.Exec(ctx, `SELECT count(pg_advisory_xact_lock_shared(k)) FROM (SELECT k FROM unnest($1::bigint[]) WITH ORDINALITY AS u (k, i) ORDER BY i) s`, keys); err != nil {
 		return fmt.Errorf("lock contacts: %w", err)
 	}
 	return nil
