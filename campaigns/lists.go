@@ -10,8 +10,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -36,20 +34,6 @@ const (
 	maxMembersPerCall = 10_000
 )
 
-// audiencePrintable reports whether s is valid UTF-8 of at most max characters without control
-// characters (no CR/LF: names and descriptions end up in logs and UIs).
-func audiencePrintable(s string, max int) bool {
-	if !utf8.ValidString(s) || utf8.RuneCountInString(s) > max {
-		return false
-	}
-	for _, r := range s {
-		if !unicode.IsPrint(r) {
-			return false
-		}
-	}
-	return true
-}
-
 const listColumns = `id, name, description, created_at`
 
 func scanList(row pgx.Row) (List, error) {
@@ -63,7 +47,7 @@ func ListCreate(ctx context.Context, q db.Querier, workspaceID int64, name, desc
 	if !audienceNameRE.MatchString(name) {
 		return List{}, httpx.Invalid("name", "must be 1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit")
 	}
-	if !audiencePrintable(description, maxDescription) {
+	if !printableLine(description, maxDescription) {
 		return List{}, httpx.Invalid("description", fmt.Sprintf("must be at most %d printable characters", maxDescription))
 	}
 	l, err := scanList(q.QueryRow(ctx, `INSERT INTO lists (workspace_id, name, description) VALUES ($1, $2, $3)
