@@ -2,7 +2,6 @@ package campaigns
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"html"
@@ -56,6 +55,11 @@ type SendBatchWorker struct {
 	// Parallel is how many hand-offs of one batch run at once, each on its own relay
 	// connection (default 1: the batch goes over one connection in sequence).
 	Parallel int
+	// Tracking, if set, instruments the messages of recipients who allow tracking.
+	Tracking Tracker
+	// ReturnPath, if set, gives a recipient's envelope sender: a VERP address naming the
+	// recipient row, so that a bounce is matched to it (see mailer.Message.ReturnPath).
+	ReturnPath func(workspaceID, recipientID int64) string
 
 	pace sendPacer
 }
@@ -90,6 +94,7 @@ type claimedRecipient struct {
 	Address   string
 	Attempt   int
 	Contact   *contacts.Contact // nil: the contact is gone
+	Track     bool              // the message carries the pixel and rewritten links
 }
 
 // sendClaimSQL takes the range's open recipients in one statement: queued or deferred ones, and
@@ -287,6 +292,21 @@ func (b *sendRun) run(ctx context.Context) error {
 			}
 		}
 	}
+	if w.Tracking != nil && len(allowed) > 0 {
+		ids := make([]int64, len(allowed))
+		for i, r := range allowed {
+			ids[i] = r.ContactID
+		}
+		track, err := w.Tracking.Allowed(ctx, tx, c.WorkspaceID, ids)
+		if err != nil {
+			b.waitPending(bctx)
+			b.release(bctx, rsQueued)
+			return fmt.Errorf("campaign %d: tracking decision: %w", c.ID, err)
+		}
+		for i, r := range allowed {
+			r.Track = track[i]
+		}
+	}
 
 	par := min(max(w.Parallel, 1), max(len(allowed), 1))
 	next := make(chan *claimedRecipient, len(allowed))
@@ -338,7 +358,7 @@ func (b *sendRun) sendLoop(ctx context.Context, next <-chan *claimedRecipient) {
 		if b.lost(r) {
 			continue // its lease expired and another job claimed it
 		}
-		msg, fail := b.build(r)
+		msg, fail := b.build(ctx, r)
 		wait()
 		if b.stopped() {
 			return
@@ -589,24 +609,21 @@ func (b *sendRun) messageID(r *claimedRecipient) string {
 	return MessageID(b.w.Consent.Keys, b.c.ID, r.ID, b.w.MessageIDDomain)
 }
 
-// MessageID is the Message-ID of a campaign's recipient row: derived from the campaign and the
-// row only, so that a message sent again after a crash carries the same one, but as a keyed hash,
-// so that it tells the recipient neither the campaign's id nor how many rows came before theirs.
-func MessageID(keys *consent.Keys, campaignID, recipientID int64, domain string) string {
-	h := keys.AddressHash(0, "campaign-message-id/"+strconv.FormatInt(campaignID, 10)+"/"+strconv.FormatInt(recipientID, 10))
-	return "c." + hex.EncodeToString(h[:16]) + "@" + domain
-}
-
 // build renders the claimedRecipient's message with their own links and composes it. A message whose
 // rendered parts lack the claimedRecipient's unsubscribe link is refused: scheduling checks the
 // template, and this makes sure no marketing message leaves without the link whatever the data.
-func (b *sendRun) build(r *claimedRecipient) (*gomail.Msg, error) {
+func (b *sendRun) build(ctx context.Context, r *claimedRecipient) (*gomail.Msg, error) {
 	c := b.c
 	token := b.w.Consent.Keys.Token(consent.Recipient{WorkspaceID: c.WorkspaceID, ContactID: r.ContactID, PurposeID: c.PurposeID})
 	unsub := c.List.UnsubscribeURL(token)
 	out, err := c.Template.Render(map[string]any{"contact": templates.ContactData(*r.Contact)})
 	if err != nil {
 		return nil, fmt.Errorf("render: %w", err)
+	}
+	if r.Track && out.HTML != "" {
+		if out.HTML, err = b.w.Tracking.Instrument(ctx, c.WorkspaceID, c.ID, r.ID, out.HTML); err != nil {
+			return nil, fmt.Errorf("tracking: %w", err)
+		}
 	}
 	out = out.WithLinks(templates.Links{Unsubscribe: unsub, Preferences: unsub, ViewOnline: b.viewURL(r), PostalAddress: c.PostalAddress})
 	if (out.HTML != "" && !strings.Contains(out.HTML, html.EscapeString(unsub))) || !strings.Contains(out.Text, unsub) {
@@ -618,6 +635,9 @@ func (b *sendRun) build(r *claimedRecipient) (*gomail.Msg, error) {
 		To: r.Address, ToName: r.Contact.Name, From: c.From, FromName: c.FromName, ReplyTo: c.ReplyTo,
 		Subject: out.Subject, HTML: out.HTML, Text: out.Text, MessageID: b.messageID(r), CreatedAt: time.Now(),
 		Headers: map[string]string{"X-Herald-Campaign": strconv.FormatInt(c.ID, 10)},
+	}
+	if b.w.ReturnPath != nil {
+		m.ReturnPath = b.w.ReturnPath(c.WorkspaceID, r.ID)
 	}
 	return c.List.Compose(m, token)
 }

@@ -115,7 +115,7 @@ func (h *ViewHandler) view(w http.ResponseWriter, r *http.Request) {
 	// The worker's own build: same data, links, footer and checks as the mail. No DKIM key is
 	// configured here, so nothing is signed.
 	run := &sendRun{w: &SendBatchWorker{Consent: h.Consent, Logger: h.logger()}, c: content}
-	msg, err := run.build(rcpt)
+	msg, err := run.build(ctx, rcpt)
 	if err != nil {
 		// The contact's data no longer renders (or never did: such a message was not sent).
 		h.logger().WarnContext(ctx, "view online: message not built", "campaign_id", campaignID,

@@ -28,7 +28,11 @@ func compose(m *Message, o composeOpts) (*gomail.Msg, error) {
 	to := mail.Address{Name: m.ToName, Address: m.To}
 	msg.FromMailAddress(&from)
 	msg.ToMailAddress(&to)
-	if err := msg.EnvelopeFrom(m.From); err != nil {
+	envelope := m.From
+	if m.ReturnPath != "" {
+		envelope = m.ReturnPath // VERP: bounces come back to an address naming this message
+	}
+	if err := msg.EnvelopeFrom(envelope); err != nil {
 		return nil, fmt.Errorf("compose: envelope sender: %w", err)
 	}
 	if m.ReplyTo != "" {

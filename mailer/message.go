@@ -30,21 +30,25 @@ const (
 
 // Message is one email as stored.
 type Message struct {
-	ID           string
-	WorkspaceID  int64
-	Stream       string
-	Purpose      string // the consent purpose of a marketing message
-	ContactID    *int64
-	To           string
-	ToName       string
-	From         string
-	FromName     string
-	ReplyTo      string
-	Subject      string
-	HTML         string
-	Text         string
-	Headers      map[string]string
-	MessageID    string
+	ID          string
+	WorkspaceID int64
+	Stream      string
+	Purpose     string // the consent purpose of a marketing message
+	ContactID   *int64
+	To          string
+	ToName      string
+	From        string
+	FromName    string
+	ReplyTo     string
+	Subject     string
+	HTML        string
+	Text        string
+	Headers     map[string]string
+	MessageID   string
+	// ReturnPath, if set, is the envelope sender (SMTP MAIL FROM, the Return-Path the receiving
+	// system records) instead of From: a VERP address that names this message, so that a bounce
+	// tells which message and recipient it is about.
+	ReturnPath   string
 	Status       string
 	StatusReason string
 	History      []Event
