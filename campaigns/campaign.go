@@ -190,10 +190,13 @@ func (c *Campaign) check(ctx context.Context, q db.Querier, now time.Time) error
 	if !consent.PurposeNameRE.MatchString(c.Purpose) {
 		return httpx.Invalid("purpose", "must be the name of one of the workspace's consent purposes")
 	}
-	if _, err := consent.PurposeGet(ctx, q, c.WorkspaceID, c.Purpose); errors.Is(err, db.ErrNotFound) {
+	if pu, err := consent.PurposeGet(ctx, q, c.WorkspaceID, c.Purpose); errors.Is(err, db.ErrNotFound) {
 		return httpx.Invalid("purpose", "no consent purpose named "+c.Purpose)
 	} else if err != nil {
 		return err
+	} else if pu.Kind != consent.PurposeMarketing {
+		return httpx.Invalid("purpose", c.Purpose+" is the open and click tracking purpose, not a marketing purpose: "+
+			"campaigns are sent for a marketing purpose")
 	}
 	if templates.ValidName(c.Template) != nil {
 		return httpx.Invalid("template", "must be the name of one of the workspace's templates")

@@ -77,7 +77,13 @@ func (h *Handler) purposeList(w http.ResponseWriter, r *http.Request) error {
 
 func (h *Handler) purposeGet(w http.ResponseWriter, r *http.Request) error {
 	p := workspace.MustFromContext(r.Context())
-	pu, err := PurposeGet(r.Context(), h.DB, p.WorkspaceID, chi.URLParam(r, "name"))
+	name := chi.URLParam(r, "name")
+	if name == TrackingPurpose {
+		if err := h.ensureTracking(r.Context(), h.DB, p.WorkspaceID); err != nil {
+			return err
+		}
+	}
+	pu, err := PurposeGet(r.Context(), h.DB, p.WorkspaceID, name)
 	if errors.Is(err, db.ErrNotFound) {
 		return httpx.NotFound("no purpose with this name")
 	}
@@ -90,6 +96,7 @@ func (h *Handler) purposeGet(w http.ResponseWriter, r *http.Request) error {
 
 type purposeBody struct {
 	Name        string `json:"name"`
+	Kind        string `json:"kind"`
 	Title       string `json:"title"`
 	Description string `json:"description"`
 	Notice      string `json:"notice"`
@@ -106,7 +113,7 @@ func (h *Handler) purposePost(w http.ResponseWriter, r *http.Request) error {
 	err := h.inTx(r.Context(), func(tx pgx.Tx) error {
 		var err error
 		saved, created, err = PurposeSave(r.Context(), tx, Purpose{WorkspaceID: p.WorkspaceID, Name: body.Name,
-			Title: body.Title, Description: body.Description, Notice: body.Notice})
+			Kind: body.Kind, Title: body.Title, Description: body.Description, Notice: body.Notice})
 		return err
 	})
 	if err != nil {
@@ -221,6 +228,11 @@ func (h *Handler) consentPost(w http.ResponseWriter, r *http.Request) error {
 		}
 		e.ContactID = c.ID
 		e.Evidence.Address = c.Email
+		if e.Purpose == TrackingPurpose {
+			if err := h.ensureTracking(ctx, tx, p.WorkspaceID); err != nil {
+				return err
+			}
+		}
 		pu, err := PurposeGet(ctx, tx, p.WorkspaceID, e.Purpose)
 		if errors.Is(err, db.ErrNotFound) {
 			return httpx.Invalid("purpose", "no such purpose")
@@ -356,23 +368,96 @@ func pathAddress(r *http.Request) (string, error) {
 	return addr, nil
 }
 
+// settingsJSON is the consent settings as the API shows and takes them. On PUT the pointer
+// fields may be omitted (their defaults are stored); soft_bounce_window is a Go duration string.
+type settingsJSON struct {
+	FormKey          string `json:"form_key"`
+	PrivacyURL       string `json:"privacy_url"`
+	ConfirmFrom      string `json:"confirm_from"`
+	TrackingMode     string `json:"tracking_mode"`
+	TrackingFullIP   bool   `json:"tracking_full_ip"`
+	SoftBounceLimit  int    `json:"soft_bounce_limit"`
+	SoftBounceWindow string `json:"soft_bounce_window"`
+}
+
+func settingsOut(s Settings) settingsJSON {
+	return settingsJSON{FormKey: s.FormKey, PrivacyURL: s.PrivacyURL, ConfirmFrom: s.ConfirmFrom,
+		TrackingMode: s.TrackingMode, TrackingFullIP: s.TrackingFullIP, SoftBounceLimit: s.SoftBounceLimit,
+		SoftBounceWindow: FormatWindow(s.SoftBounceWindow)}
+}
+
+// settingsGet shows the workspace's settings, creating them and the tracking purpose on first
+// use (so the tracking purpose is there to edit once tracking settings are looked at).
 func (h *Handler) settingsGet(w http.ResponseWriter, r *http.Request) error {
-	p := workspace.MustFromContext(r.Context())
-	s, err := SettingsGet(r.Context(), h.DB, p.WorkspaceID)
+	ctx := r.Context()
+	p := workspace.MustFromContext(ctx)
+	var s Settings
+	err := h.inTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		if s, err = SettingsGet(ctx, tx, p.WorkspaceID); err != nil {
+			return err
+		}
+		return h.ensureTracking(ctx, tx, p.WorkspaceID)
+	})
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, s)
+	httpx.WriteJSON(w, http.StatusOK, settingsOut(s))
 	return nil
 }
 
-type settingsBody struct {
-	PrivacyURL  string `json:"privacy_url"`
-	ConfirmFrom string `json:"confirm_from"`
+// ensureTracking creates the workspace's tracking purpose if missing. A marketing purpose that
+// holds its name is logged, not fatal: the settings still work, and the purposes API says why.
+func (h *Handler) ensureTracking(ctx context.Context, q db.Querier, workspaceID int64) error {
+	_, err := EnsureTrackingPurpose(ctx, q, workspaceID)
+	if errors.Is(err, ErrTrackingNameTaken) {
+		h.logger().WarnContext(ctx, "tracking purpose not created", "workspace_id", workspaceID, "err", err)
+		return nil
+	}
+	return err
 }
 
-// settingsPut replaces the workspace's privacy URL and confirmation sender (an omitted field
-// becomes empty) and audits the change.
+type settingsBody struct {
+	PrivacyURL       string  `json:"privacy_url"`
+	ConfirmFrom      string  `json:"confirm_from"`
+	TrackingMode     *string `json:"tracking_mode"`
+	TrackingFullIP   *bool   `json:"tracking_full_ip"`
+	SoftBounceLimit  *int    `json:"soft_bounce_limit"`
+	SoftBounceWindow *string `json:"soft_bounce_window"`
+}
+
+// settings checks the fields that need no database; an omitted one is its default.
+func (b settingsBody) settings(workspaceID int64) (Settings, error) {
+	s := Settings{WorkspaceID: workspaceID, PrivacyURL: b.PrivacyURL, ConfirmFrom: b.ConfirmFrom,
+		TrackingMode: TrackingOptIn, SoftBounceLimit: DefaultSoftBounceLimit, SoftBounceWindow: DefaultSoftBounceWindow}
+	if b.TrackingMode != nil {
+		if m := *b.TrackingMode; m != TrackingOptIn && m != TrackingOptOut && m != TrackingOff {
+			return s, httpx.Invalid("tracking_mode", "must be opt_in, opt_out or off")
+		}
+		s.TrackingMode = *b.TrackingMode
+	}
+	if b.TrackingFullIP != nil {
+		s.TrackingFullIP = *b.TrackingFullIP
+	}
+	if b.SoftBounceLimit != nil {
+		if n := *b.SoftBounceLimit; n < 1 || n > MaxSoftBounceLimit {
+			return s, httpx.Invalid("soft_bounce_limit", "must be a whole number from 1 to "+strconv.Itoa(MaxSoftBounceLimit))
+		}
+		s.SoftBounceLimit = *b.SoftBounceLimit
+	}
+	if b.SoftBounceWindow != nil {
+		d, err := ParseWindow(*b.SoftBounceWindow)
+		if err != nil {
+			return s, problem(err)
+		}
+		s.SoftBounceWindow = d
+	}
+	return s, nil
+}
+
+// settingsPut replaces the workspace's settings (an omitted text field becomes empty, an omitted
+// tracking or soft bounce field its default) and audits the change with the values before and
+// after.
 func (h *Handler) settingsPut(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	p := workspace.MustFromContext(ctx)
@@ -380,21 +465,34 @@ func (h *Handler) settingsPut(w http.ResponseWriter, r *http.Request) error {
 	if err := httpx.DecodeJSON(w, r, h.maxBody(), &body); err != nil {
 		return err
 	}
+	in, err := body.settings(p.WorkspaceID)
+	if err != nil {
+		return err
+	}
 	var s Settings
-	err := h.inTx(ctx, func(tx pgx.Tx) error {
-		var err error
-		s, err = SettingsPut(ctx, tx, Settings{WorkspaceID: p.WorkspaceID, PrivacyURL: body.PrivacyURL, ConfirmFrom: body.ConfirmFrom})
+	err = h.inTx(ctx, func(tx pgx.Tx) error {
+		before, err := SettingsGet(ctx, tx, p.WorkspaceID)
 		if err != nil {
+			return err
+		}
+		if s, err = SettingsPut(ctx, tx, in); err != nil {
+			return err
+		}
+		if err := h.ensureTracking(ctx, tx, p.WorkspaceID); err != nil {
 			return err
 		}
 		return AuditWrite(ctx, tx, Audit{WorkspaceID: p.WorkspaceID, Actor: actor(p), Action: "consent_settings.put",
 			Target: "workspace:" + strconv.FormatInt(p.WorkspaceID, 10),
-			Detail: map[string]any{"privacy_url": s.PrivacyURL, "confirm_from": s.ConfirmFrom}})
+			Detail: map[string]any{"privacy_url": s.PrivacyURL, "confirm_from": s.ConfirmFrom,
+				"tracking_mode": s.TrackingMode, "tracking_full_ip": s.TrackingFullIP,
+				"soft_bounce_limit": s.SoftBounceLimit, "soft_bounce_window": FormatWindow(s.SoftBounceWindow),
+				"before": settingsOut(before)}})
 	})
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, s)
+	h.logger().InfoContext(ctx, "consent settings saved", "workspace_id", p.WorkspaceID, "tracking_mode", s.TrackingMode)
+	httpx.WriteJSON(w, http.StatusOK, settingsOut(s))
 	return nil
 }
 

@@ -141,6 +141,14 @@ func (s *Service) unsubscribeAll(ctx context.Context, tx pgx.Tx, workspaceID, co
 			Action: ActionWithdrawn, Source: source, LawfulBasis: BasisConsent, NoticeVersion: versions[st.Purpose],
 			Actor: actor, Proof: proof, Evidence: &ev})
 	}
+	// Leaving all marketing stops open and click tracking too (preferences.go).
+	te, err := s.trackingWithdrawal(ctx, tx, workspaceID, contactID, states, source, actor, proof, &ev)
+	if err != nil {
+		return false, err
+	}
+	if te != nil {
+		events = append(events, te)
+	}
 	if err := s.RecordAll(ctx, tx, events); err != nil {
 		return false, err
 	}
