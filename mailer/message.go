@@ -31,6 +31,7 @@ const (
 // Message is one email as stored.
 type Message struct {
 	ID          string
+	Seq         int64 // messages.seq: the number its VERP bounce address names
 	WorkspaceID int64
 	Stream      string
 	Purpose     string // the consent purpose of a marketing message
@@ -66,13 +67,13 @@ type Event struct {
 	At           time.Time `json:"at"`
 }
 
-const messageColumns = `id::text, workspace_id, stream, purpose, contact_id, to_address, to_name, from_address, from_name,
+const messageColumns = `id::text, seq, workspace_id, stream, purpose, contact_id, to_address, to_name, from_address, from_name,
 	reply_to, subject, html_body, text_body, headers, message_id, status, status_reason, history, created_at, sent_at`
 
 func scanMessage(row pgx.Row) (Message, error) {
 	var m Message
 	var headers, history []byte
-	err := row.Scan(&m.ID, &m.WorkspaceID, &m.Stream, &m.Purpose, &m.ContactID, &m.To, &m.ToName, &m.From, &m.FromName,
+	err := row.Scan(&m.ID, &m.Seq, &m.WorkspaceID, &m.Stream, &m.Purpose, &m.ContactID, &m.To, &m.ToName, &m.From, &m.FromName,
 		&m.ReplyTo, &m.Subject, &m.HTML, &m.Text, &headers, &m.MessageID, &m.Status, &m.StatusReason,
 		&history, &m.CreatedAt, &m.SentAt)
 	if err != nil {

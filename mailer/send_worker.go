@@ -54,6 +54,9 @@ type SendWorker struct {
 	InboundDomain string
 	// DKIM signs messages whose From domain has a key; nil signs nothing.
 	DKIM *DKIM
+	// ReturnPath, if set, gives a message's envelope sender from its workspace and seq: a VERP
+	// address naming the message, so that a bounce is matched to it (tracking.VERP).
+	ReturnPath func(workspaceID, seq int64) string
 
 	lists listCache
 
@@ -145,6 +148,9 @@ func (w *SendWorker) deliver(ctx context.Context, q db.Querier, m *Message) (Sen
 		o.List = list
 	}
 	w.fillLinks(m, o.List)
+	if w.ReturnPath != nil && m.Seq != 0 {
+		m.ReturnPath = w.ReturnPath(m.WorkspaceID, m.Seq)
+	}
 	msg, err := compose(m, o)
 	if err != nil {
 		return SendResult{Reply: err.Error()}, err

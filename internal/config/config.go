@@ -65,6 +65,8 @@ type Config struct {
 	TokenKeys        string        // HERALD_TOKEN_KEYS: unsubscribe token keys "id:secret,..." (first signs)
 	InboundAddr      string        // HERALD_INBOUND_ADDR: SMTP listener for mailto unsubscribes (empty: off)
 	InboundDomain    string        // HERALD_INBOUND_DOMAIN: domain of the mailto unsubscribe addresses
+	BounceAddr       string        // HERALD_BOUNCE_ADDR: SMTP listener for DSN and ARF reports to bounces+TOKEN@ (empty: off)
+	BounceDomain     string        // HERALD_BOUNCE_DOMAIN: domain of the VERP bounce addresses (default: the inbound domain)
 	DKIMKeys         string        // HERALD_DKIM_KEYS: "domain:selector:/path/key.pem,..." signing keys per sender domain
 	SubscribeTTL     time.Duration // HERALD_SUBSCRIBE_TTL: how long a double opt-in confirmation link stays valid
 
@@ -174,6 +176,8 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	str("HERALD_TOKEN_KEYS", &c.TokenKeys)
 	str("HERALD_INBOUND_ADDR", &c.InboundAddr)
 	str("HERALD_INBOUND_DOMAIN", &c.InboundDomain)
+	str("HERALD_BOUNCE_ADDR", &c.BounceAddr)
+	str("HERALD_BOUNCE_DOMAIN", &c.BounceDomain)
 	str("HERALD_DKIM_KEYS", &c.DKIMKeys)
 	dur("HERALD_SUBSCRIBE_TTL", &c.SubscribeTTL)
 	integer("HERALD_CAMPAIGN_WORKERS", &c.CampaignWorkers)
@@ -216,6 +220,9 @@ func (c *Config) Validate() error {
 		if net.ParseIP(c.InboundDomain) != nil {
 			c.InboundDomain = "localhost"
 		}
+	}
+	if c.BounceDomain == "" {
+		c.BounceDomain = c.InboundDomain
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
