@@ -28,6 +28,7 @@ import (
 	"herald/internal/smtpcapture"
 	"herald/mailer"
 	"herald/migrations"
+	"herald/tracking"
 )
 
 type mode int
@@ -54,9 +55,18 @@ type app struct {
 	relay   *mailer.Relays
 	capture *smtpcapture.Server
 	inbound *consent.Inbound
+	// bounces receives DSN and ARF reports for the VERP addresses; feedback acts on them and on
+	// the provider webhooks.
+	bounces  *tracking.BounceReceiver
+	feedback *tracking.Feedback
 	// outcomes commits campaign send outcomes (group commit); closed after the workers stop.
 	outcomes *campaigns.OutcomeWriter
-	mode     mode
+	// links are the campaigns' tracked links (the batch worker stores them, the click redirect
+	// reads them); events buffers opens and clicks and writes them in batches (serve and dev),
+	// closed after the HTTP server stops and before the pool.
+	links  *tracking.Links
+	events *tracking.EventWriter
+	mode   mode
 }
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string, m mode) error {
@@ -98,12 +108,20 @@ func newApp(ctx context.Context, cfg config.Config, logger *slog.Logger, m mode)
 	}
 	a.metrics = mailer.NewMetrics(a.reg)
 	a.reg.MustRegister(queue.NewDepthCollector(pool, logger, mailer.QueueTransactional, mailer.QueueMarketing, campaigns.QueueCampaigns))
+	a.reg.MustRegister(consent.NewOverdueCollector(pool, logger, nil))
 	keys, err := consentKeys(cfg, m)
 	if err != nil {
 		a.close()
 		return nil, err
 	}
 	a.consent = &consent.Service{Keys: keys, Metrics: consent.NewMetrics(a.reg), Logger: logger}
+	a.feedback = &tracking.Feedback{DB: pool, Consent: a.consent, Metrics: tracking.NewFeedbackMetrics(a.reg), Logger: logger}
+	verp := tracking.VERP{Keys: keys, Domain: cfg.BounceDomain}
+	a.links = tracking.NewLinks(pool, 0, 0)
+	if m != modeWork {
+		a.events = &tracking.EventWriter{DB: pool, Consent: a.consent, Metrics: tracking.NewEventMetrics(a.reg), Logger: logger}
+		a.events.Start()
+	}
 
 	if m == modeDev {
 		a.capture, err = smtpcapture.Start(smtpcapture.Options{Addr: cfg.DevSMTPAddr, Logger: logger})
@@ -134,13 +152,14 @@ func newApp(ctx context.Context, cfg config.Config, logger *slog.Logger, m mode)
 		workers := river.NewWorkers()
 		river.AddWorker(workers, &mailer.SendWorker{DB: pool, Consent: a.consent, Relay: a.relay, Metrics: a.metrics, Logger: logger,
 			RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, SMTPTimeout: cfg.SMTPTimeout,
-			BaseURL: cfg.BaseURL, InboundDomain: cfg.InboundDomain, DKIM: dkim})
+			BaseURL: cfg.BaseURL, InboundDomain: cfg.InboundDomain, DKIM: dkim, ReturnPath: verp.MessageAddress})
 		river.AddWorker(workers, &consent.SubscribeExpiryWorker{DB: pool, Metrics: a.consent.Metrics, Logger: logger})
 		a.outcomes = &campaigns.OutcomeWriter{DB: pool, Logger: logger}
 		river.AddWorker(workers, &campaigns.SendBatchWorker{DB: pool, Consent: a.consent, Relay: a.relay,
 			States:   &campaigns.StateCache{DB: pool, BaseURL: cfg.BaseURL, InboundDomain: cfg.InboundDomain, DKIM: dkim, Logger: logger},
-			Outcomes: a.outcomes, Metrics: a.metrics, Logger: logger, MessageIDDomain: cfg.MessageIDDomain,
-			Lease: cfg.CampaignLease, RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, Parallel: cfg.CampaignParallel})
+			Outcomes: a.outcomes, Metrics: a.metrics, Logger: logger, MessageIDDomain: cfg.MessageIDDomain, ReturnPath: verp.RecipientAddress,
+			Lease: cfg.CampaignLease, RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, Parallel: cfg.CampaignParallel,
+			Tracking: &tracking.Tracker{Consent: a.consent, Links: a.links, BaseURL: cfg.BaseURL}})
 		river.AddWorker(workers, &campaigns.FanOutWorker{DB: pool, Consent: a.consent, Logger: logger, BatchSize: cfg.CampaignBatch})
 		river.AddWorker(workers, &campaigns.RequeueWorker{DB: pool, Logger: logger, BatchSize: cfg.CampaignBatch})
 		river.AddWorker(workers, &campaigns.SweepWorker{DB: pool, Logger: logger})
@@ -198,6 +217,20 @@ func (a *app) run(ctx context.Context) error {
 		}()
 		a.logger.Info("mailto unsubscribe receiver started", "addr", iln.Addr().String(), "domain", a.cfg.InboundDomain)
 	}
+	if a.cfg.BounceAddr != "" && a.mode != modeWork {
+		bln, err := net.Listen("tcp", a.cfg.BounceAddr)
+		if err != nil {
+			return fmt.Errorf("listen for bounce reports on %s: %w", a.cfg.BounceAddr, err)
+		}
+		a.bounces = &tracking.BounceReceiver{VERP: tracking.VERP{Keys: a.consent.Keys, Domain: a.cfg.BounceDomain},
+			Feedback: a.feedback, Logger: a.logger}
+		go func() {
+			if err := a.bounces.Serve(bln); err != nil {
+				errc <- fmt.Errorf("bounce receiver: %w", err)
+			}
+		}()
+		a.logger.Info("bounce receiver started", "addr", bln.Addr().String(), "domain", a.cfg.BounceDomain)
+	}
 	if a.cfg.PprofAddr != "" {
 		if err := a.servePprof(ctx); err != nil {
 			return err
@@ -224,6 +257,11 @@ func (a *app) run(ctx context.Context) error {
 	if a.inbound != nil {
 		if err := a.inbound.Close(); err != nil {
 			a.logger.Warn("mailto receiver shutdown", "err", err)
+		}
+	}
+	if a.bounces != nil {
+		if err := a.bounces.Close(); err != nil {
+			a.logger.Warn("bounce receiver shutdown", "err", err)
 		}
 	}
 	if a.mode != modeServe {
@@ -300,6 +338,9 @@ func consentKeys(cfg config.Config, m mode) (*consent.Keys, error) {
 }
 
 func (a *app) close() {
+	if a.events != nil {
+		a.events.Close() // the HTTP server has stopped: write the buffered opens and clicks
+	}
 	if a.outcomes != nil {
 		a.outcomes.Close() // the workers have stopped: write what they left queued
 	}

@@ -17,6 +17,7 @@ import (
 	"herald/internal/workspace"
 	"herald/mailer"
 	"herald/templates"
+	"herald/tracking"
 )
 
 // router is Herald's one HTTP router: ops endpoints everywhere, the API where this process
@@ -56,6 +57,8 @@ func (a *app) router() http.Handler {
 			Mailer: &mailer.ConfirmationMailer{River: a.river, MaxAttempts: a.cfg.MaxAttempts, MessageIDDomain: a.cfg.MessageIDDomain}}
 		camps := &campaigns.Handler{DB: a.pool, River: a.river, Consent: a.consent, Logger: a.logger}
 		auds := &campaigns.AudienceHandler{DB: a.pool, Logger: a.logger, MaxImportBytes: a.cfg.MaxImportBytes}
+		hooks := &tracking.WebhookHandler{DB: a.pool, Keys: a.consent.Keys, Feedback: a.feedback, Logger: a.logger,
+			BaseURL: a.cfg.BaseURL, SNS: &tracking.SNSVerifier{}}
 		r.Route("/v1", func(r chi.Router) {
 			r.Group(cons.SubscribeRoutes) // public: the double opt-in form posts here with its form key
 			r.Group(func(r chi.Router) {
@@ -64,12 +67,18 @@ func (a *app) router() http.Handler {
 				cts.Routes(r)
 				tpls.Routes(r)
 				cons.Routes(r)
+				cons.PrivacyRoutes(r) // privacy requests, audit log, objections
 				camps.Routes(r)
 				auds.Routes(r)
+				hooks.Routes(r) // feedback webhook settings (admin)
 			})
 		})
 		cons.PageRoutes(r) // public: recipients' unsubscribe, preference and confirmation pages
+		// public: bounce and complaint webhooks, authenticated per provider
+		hooks.HookRoutes(r)
 		(&campaigns.ViewHandler{DB: a.pool, Consent: a.consent, Logger: a.logger, BaseURL: a.cfg.BaseURL, InboundDomain: a.cfg.InboundDomain}).Routes(r)
+		// public: the open pixel and click redirect
+		(&tracking.TrackHandler{Keys: a.consent.Keys, Links: a.links, Events: a.events, Logger: a.logger}).Routes(r)
 	}
 	if a.capture != nil {
 		r.Handle("/dev/outbox", a.capture.OutboxHandler())
