@@ -127,13 +127,13 @@ func TestBounceReceiverOverSMTP(t *testing.T) {
 	local := good[:strings.IndexByte(good, '@')]
 	foreign := VERP{Keys: mustKeys(t), Domain: b.verp.Domain}
 	for name, to := range map[string]string{
-		"postmaster":     "postmaster@" + b.verp.Domain,
-		"unsubscribe":    "unsubscribe+" + local[len("bounces+"):] + "@" + b.verp.Domain,
-		"other domain":   local + "@elsewhere.example",
-		"truncated":      local[:len(local)-3] + "@" + b.verp.Domain,
-		"flipped":        local[:len(local)-1] + fbFlip(local[len(local)-1]) + "@" + b.verp.Domain,
-		"foreign key":    foreign.MessageAddress(ws, seq3),
-		"bare prefix":    "bounces+@" + b.verp.Domain,
+		"postmaster":   "postmaster@" + b.verp.Domain,
+		"unsubscribe":  "unsubscribe+" + local[len("bounces+"):] + "@" + b.verp.Domain,
+		"other domain": local + "@elsewhere.example",
+		"truncated":    local[:len(local)-3] + "@" + b.verp.Domain,
+		"flipped":      local[:len(local)-1] + fbFlip(local[len(local)-1]) + "@" + b.verp.Domain,
+		"foreign key":  foreign.MessageAddress(ws, seq3),
+		"bare prefix":  "bounces+@" + b.verp.Domain,
 	} {
 		err := deliver(t, addr, to, "Subject: x\r\n\r\nx\r\n")
 		if code := smtpCode(err); code != 550 {

@@ -42,4 +42,20 @@
 // recent clicks per recipient in the writer, per process (clicks of one message served by two
 // processes are judged apart), and holds clicks for that window before writing them so that every
 // click of a burst is flagged, not only the later ones.
+//
+// # Bounces and complaints
+//
+// Every message has a VERP envelope sender, bounces+TOKEN@HERALD_BOUNCE_DOMAIN (VERP), whose
+// token signs (workspace, kind, id): kind 1 a campaign recipient row, kind 2 a messages.seq.
+// Campaign Message-IDs are AES-128 of (campaign, row) under a key derived from the hash key
+// (campaigns.ParseMessageID), so a provider quoting one is matched without an index on the hot
+// recipient table. Every intake (BounceReceiver for DSN and ARF reports over SMTP; WebhookHandler
+// for SES via SNS, SendGrid and Postmark) calls Feedback.Process, one transaction per report: the
+// address is taken from the row the token or Message-ID names (the report's address only when
+// neither finds one), a feedback_events row is written (its address as the keyed hash; a
+// provider's event id makes retries count once), and then a hard bounce suppresses the address for
+// every stream, a soft bounce does once the workspace's soft_bounce_limit fell within
+// soft_bounce_window, and a complaint withdraws the contact's marketing purposes through
+// consent.Service.Complaint (one RecordAll, source complaint) and suppresses the address. The
+// campaign recipient row is left as it is; campaign stats read feedback_events.
 package tracking

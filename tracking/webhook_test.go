@@ -364,7 +364,7 @@ func TestSESWebhook(t *testing.T) {
 	httpCert := note("2", bounceMsg)
 	httpCert.SigningCertURL = "http://sns.eu-west-1.amazonaws.com/SimpleNotificationService-test.pem"
 	sub := snsMessage{Type: "SubscriptionConfirmation", MessageID: "165545c9", Token: "2336412f37", TopicArn: topic,
-		Message: "You have chosen to subscribe to the topic " + topic + ".\nTo confirm the subscription, visit the SubscribeURL included in this message.",
+		Message:      "You have chosen to subscribe to the topic " + topic + ".\nTo confirm the subscription, visit the SubscribeURL included in this message.",
 		SubscribeURL: "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=" + topic + "&Token=2336412f37",
 		Timestamp:    "2026-11-24T11:00:00.000Z", SignatureVersion: "1"}
 	evilSub := sub
