@@ -31,6 +31,9 @@ const (
 	SourceOneClick         = "one_click"
 	SourceComplaint        = "complaint"
 	SourceAdmin            = "admin"
+	// SourceObjection marks the withdrawals of a person's objection to direct marketing
+	// (ObjectToMarketing); it only ever withdraws.
+	SourceObjection = "objection"
 
 	BasisConsent   = "consent"
 	BasisSoftOptIn = "soft_opt_in"
@@ -39,7 +42,7 @@ const (
 
 // Sources and LawfulBases list the accepted values, for validation and error messages.
 var (
-	Sources     = []string{SourceAPI, SourceForm, SourceImport, SourcePreferenceCentre, SourceOneClick, SourceComplaint, SourceAdmin}
+	Sources     = []string{SourceAPI, SourceForm, SourceImport, SourcePreferenceCentre, SourceOneClick, SourceComplaint, SourceAdmin, SourceObjection}
 	LawfulBases = []string{BasisConsent, BasisSoftOptIn, BasisContract}
 )
 
@@ -88,6 +91,8 @@ func (e *Event) validate(now time.Time) error {
 		return fieldErr("action", "must be granted or withdrawn")
 	case !slices.Contains(Sources, e.Source):
 		return fieldErr("source", "must be one of "+strings.Join(Sources, ", "))
+	case e.Source == SourceObjection && e.Action != ActionWithdrawn:
+		return fieldErr("source", "an objection only withdraws")
 	case !slices.Contains(LawfulBases, e.LawfulBasis):
 		return fieldErr("lawful_basis", "must be one of "+strings.Join(LawfulBases, ", "))
 	case e.Actor == "" || !printable(e.Actor, 200):

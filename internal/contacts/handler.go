@@ -8,6 +8,7 @@ import (
 	"net/url"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"herald/internal/db"
@@ -67,9 +68,16 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) error {
 	if fe != nil {
 		return httpx.Invalid(fe.Field, fe.Detail)
 	}
-	c, created, err := Upsert(r.Context(), h.DB, p.WorkspaceID, Input{
-		ExternalID: id, Email: body.Email, Name: body.Name, Locale: body.Locale,
-		Timezone: body.Timezone, Attributes: attrs,
+	var c Contact
+	var created bool
+	var changed []string
+	err = pgx.BeginFunc(r.Context(), h.DB, func(tx pgx.Tx) error {
+		var err error
+		c, created, changed, err = UpsertAs(r.Context(), tx, p.WorkspaceID, Input{
+			ExternalID: id, Email: body.Email, Name: body.Name, Locale: body.Locale,
+			Timezone: body.Timezone, Attributes: attrs,
+		}, p.Actor())
+		return err
 	})
 	if err != nil {
 		return err
@@ -80,7 +88,7 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Location", r.URL.EscapedPath())
 	}
 	h.logger().InfoContext(r.Context(), "contact upserted", "workspace_id", p.WorkspaceID,
-		"contact_id", c.ID, "created", created)
+		"contact_id", c.ID, "created", created, "changed", changed)
 	httpx.WriteJSON(w, status, c)
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -21,10 +22,16 @@ const (
 	ScopeContactsWrite  = "contacts:write"
 	ScopeCampaignsWrite = "campaigns:write"
 	ScopeAdmin          = "admin"
+	// ScopePrivacy reads and handles data-subject requests (/v1/privacy-requests) without the
+	// rest of admin.
+	ScopePrivacy = "privacy"
 )
 
 // AllScopes lists every scope, for validation and help text.
-var AllScopes = []string{ScopeMessagesSend, ScopeContactsWrite, ScopeCampaignsWrite, ScopeAdmin}
+var AllScopes = []string{ScopeMessagesSend, ScopeContactsWrite, ScopeCampaignsWrite, ScopeAdmin, ScopePrivacy}
+
+// ActorCLI is the audit actor of keys created from the command line (herald keys create).
+const ActorCLI = "cli"
 
 // keyPrefix starts every key, so leaked keys are easy to recognise by secret scanners.
 const keyPrefix = "hrld_"
@@ -39,6 +46,9 @@ type Principal struct {
 	KeyID         int64
 	Scopes        []string
 }
+
+// Actor names the principal's key as the audit log, the ledger and the privacy requests name it.
+func (p Principal) Actor() string { return "api_key:" + strconv.FormatInt(p.KeyID, 10) }
 
 // Has reports whether the principal holds scope (admin holds every scope).
 func (p Principal) Has(scope string) bool {
@@ -66,18 +76,32 @@ func ParseScopes(s string) ([]string, error) {
 	return out, nil
 }
 
-// CreateKey makes a new random key for the workspace and returns it in clear. Only its SHA-256
-// is stored: the key cannot be shown again.
+// CreateKey makes a new random key for the workspace and returns it in clear, attributing its
+// creation to ActorCLI in the audit log. Only its SHA-256 is stored: the key cannot be shown again.
 func CreateKey(ctx context.Context, q db.Querier, workspaceID int64, scopes []string) (string, error) {
+	return CreateKeyAs(ctx, q, workspaceID, scopes, ActorCLI)
+}
+
+// apiKeyCreate inserts a key and, in the same statement, its audit entry (action api_key.create,
+// target api_key:ID, the scopes and the key's public prefix; never the key).
+const apiKeyCreate = `
+WITH k AS (
+	INSERT INTO api_keys (workspace_id, prefix, hash, scopes) VALUES ($1, $2, $3, $4)
+	RETURNING id, workspace_id, prefix, scopes
+)
+INSERT INTO audit_log (workspace_id, actor, action, target, detail)
+SELECT workspace_id, $5, 'api_key.create', 'api_key:' || id, jsonb_build_object('scopes', scopes, 'prefix', prefix)
+FROM k`
+
+// CreateKeyAs is CreateKey with the audit log naming actor as the key's creator.
+func CreateKeyAs(ctx context.Context, q db.Querier, workspaceID int64, scopes []string, actor string) (string, error) {
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
 		return "", fmt.Errorf("create key: %w", err)
 	}
 	key := keyPrefix + base64.RawURLEncoding.EncodeToString(raw)
 	sum := sha256.Sum256([]byte(key))
-	_, err := q.Exec(ctx, `INSERT INTO api_keys (workspace_id, prefix, hash, scopes) VALUES ($1, $2, $3, $4)`,
-		workspaceID, key[:len(keyPrefix)+6], sum[:], scopes)
-	if err != nil {
+	if _, err := q.Exec(ctx, apiKeyCreate, workspaceID, key[:len(keyPrefix)+6], sum[:], scopes, actor); err != nil {
 		return "", fmt.Errorf("create key: %w", err)
 	}
 	return key, nil
