@@ -294,10 +294,10 @@ func TestPrivacyRequestsOverdue(t *testing.T) {
 	mk := func(daysAgo int, kind string) int64 {
 		return b.postRequest(t, map[string]any{"kind": kind, "received_at": now.Add(-time.Duration(daysAgo) * day).Format(time.RFC3339)})
 	}
-	overdue40 := mk(40, "access")  // due 10 days ago
-	overdue31 := mk(31, "export")  // due 1 day ago
-	open10 := mk(10, "erase")      // due in 20 days
-	open29 := mk(29, "rectify")    // due in 1 day
+	overdue40 := mk(40, "access")   // due 10 days ago
+	overdue31 := mk(31, "export")   // due 1 day ago
+	open10 := mk(10, "erase")       // due in 20 days
+	open29 := mk(29, "rectify")     // due in 1 day
 	closedOld := mk(60, "restrict") // would be overdue, but closed
 	closedNew := mk(5, "access")
 	inProgressOverdue := mk(35, "erase") // due 5 days ago, in progress: still overdue
