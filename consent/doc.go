@@ -2,4 +2,10 @@
 // decision reads: for now the suppression list (hard bounces, complaints, manual entries, erased
 // addresses); the consent ledger, unsubscribe and preference centre extend it. Decide is called by
 // the send worker immediately before the hand-off, inside the worker's transaction.
+//
+// It also keeps the record of people's privacy rights (privacy_requests.go): each request with its
+// 30-day deadline, status and handler, every change audited; an objection to direct marketing
+// (object.go) is carried out at once through the same withdrawal as unsubscribe-all. The audit log
+// (audit.go, append-only) is read through GET /v1/audit (audit_api.go); its entries name ids and
+// field names, never addresses, names or notes.
 package consent

@@ -7,4 +7,8 @@
 // An import is applied in one transaction: rows are parsed and validated while COPY streams them
 // into a temporary staging table, then one INSERT … SELECT … ON CONFLICT upserts them, so an
 // upload either applies all its valid rows or nothing, and memory use does not grow with its size.
+//
+// A change made through the API is recorded (rectify.go): a PUT that changes a contact writes a
+// contact.rectify audit entry naming the changed fields (never their values) and the API key, in
+// the transaction of the change; an import writes one contacts.import entry with its counts.
 package contacts
