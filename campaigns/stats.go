@@ -115,7 +115,7 @@ const handOffHardBounce = `reason = 'hard_bounce' OR smtp_reply ~ '(^|[^0-9.])5\
 type Engagement struct {
 	// Delivered is Sent minus the sent recipients who bounced afterwards (a DSN or a provider's
 	// bounce event, hard or soft).
-	Delivered int64 `json:"delivered"`
+	Delivered int64  `json:"delivered"`
 	Opens     Counts `json:"opens"`
 	Clicks    Clicks `json:"clicks"`
 	// Unsubscribes counts the recipients whose unsubscribe is attributed to this campaign: see
