@@ -1,12 +1,14 @@
 package mailer
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/textproto"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,12 +26,17 @@ import (
 type Relay struct {
 	client  *mail.Client
 	logger  *slog.Logger
-	slots   chan struct{} // one token per connection that may be open
-	mu      sync.Mutex
-	idle    []*relayConn
-	closed  bool
-	maxIdle time.Duration
-	maxUses int
+	timeout time.Duration
+	// pipeline sends a message's commands and content in one write where the relay allows it
+	// (see deliverPipelined).
+	pipeline bool
+	bufs     sync.Pool     // *bytes.Buffer for pipelined transactions
+	slots    chan struct{} // one token per connection that may be open
+	mu       sync.Mutex
+	idle     []*relayConn
+	closed   bool
+	maxIdle  time.Duration
+	maxUses  int
 }
 
 type relayConn struct {
@@ -47,6 +54,9 @@ type RelayOptions struct {
 	Logger  *slog.Logger
 	// TLSConfig overrides the TLS settings (tests use it to trust a local certificate).
 	TLSConfig *tls.Config
+	// NoPipelining sends each command and waits for its reply, as go-mail does, even to a relay
+	// that offers PIPELINING and CHUNKING.
+	NoPipelining bool
 }
 
 // NewRelay prepares a relay; connections are dialled on demand.
@@ -86,11 +96,13 @@ func NewRelay(o RelayOptions) (*Relay, error) {
 	}
 	size := max(o.Size, 1)
 	return &Relay{
-		client:  c,
-		logger:  o.Logger,
-		slots:   make(chan struct{}, size),
-		maxIdle: 30 * time.Second,
-		maxUses: 1000,
+		client:   c,
+		logger:   o.Logger,
+		timeout:  o.Timeout,
+		pipeline: !o.NoPipelining,
+		slots:    make(chan struct{}, size),
+		maxIdle:  30 * time.Second,
+		maxUses:  1000,
 	}, nil
 }
 
@@ -131,27 +143,206 @@ func (r *Relay) Send(ctx context.Context, msg *mail.Msg) (SendResult, error) {
 			res.Temporary = true
 			return res, &SendFailure{Result: res, Err: fmt.Errorf("%w: %w", errConnect, err)}
 		}
-		err = r.client.SendWithSMTPClient(conn.c, msg)
-		if err == nil {
+		d := r.deliver(conn.c, msg)
+		if d.err == nil {
 			r.put(conn)
-			return SendResult{Code: 250, Reply: msg.ServerResponse()}, nil
+			return SendResult{Code: 250, Reply: d.reply}, nil
 		}
-		if msg.IsDelivered() {
+		if d.delivered {
 			// The relay accepted the message and something after that failed: it is sent, and
 			// sending it again would duplicate it. The connection is not trusted again.
 			r.discard(conn)
-			return SendResult{Code: 250, Reply: msg.ServerResponse()}, nil
+			return SendResult{Code: 250, Reply: d.reply}, nil
 		}
+		err = d.err
 		res := classify(err)
-		if res.Code == 0 {
+		if res.Code == 0 || d.broken {
 			r.discard(conn)
-			if reused && try == 0 {
+			if res.Code == 0 && !d.answered && reused && try == 0 {
 				continue
 			}
 		} else {
 			r.put(conn)
 		}
 		return res, &SendFailure{Result: res, Err: err}
+	}
+}
+
+// delivery is how one message's SMTP transaction ended.
+type delivery struct {
+	delivered bool   // the relay accepted the message (even if err reports a later failure)
+	reply     string // the relay's answer to the message's content
+	err       error
+	answered  bool // the relay replied to at least one command of this transaction
+	broken    bool // the connection is not to be used again
+}
+
+// deliver runs one SMTP transaction for msg on sc: pipelined when the relay allows it, else
+// through go-mail, a command and its reply at a time.
+func (r *Relay) deliver(sc *smtp.Client, msg *mail.Msg) delivery {
+	if r.pipeline {
+		if d, ok := r.deliverPipelined(sc, msg); ok {
+			return d
+		}
+	}
+	err := r.client.SendWithSMTPClient(sc, msg)
+	// go-mail's errors do not say whether a reply came; a reused connection that fails without
+	// a reply code is taken for stale (see Send).
+	return delivery{delivered: msg.IsDelivered(), reply: msg.ServerResponse(), err: err}
+}
+
+// maxPooledBuffer is the largest transaction buffer kept for reuse.
+const maxPooledBuffer = 1 << 20
+
+// deliverPipelined sends MAIL FROM, RCPT TO and the whole message as one BDAT LAST chunk in a
+// single write (RFC 2920 PIPELINING, RFC 3030 CHUNKING), then reads the three replies: one round
+// trip per message instead of four (MAIL, RCPT, DATA, end of data), and no dot-stuffing. ok is
+// false, with nothing sent, when the relay does not offer PIPELINING, CHUNKING and 8BITMIME or
+// the message has other than one recipient (a refused recipient among several would not stop the
+// chunk reaching the others, where go-mail sends to none): go-mail's path then sends it.
+//
+// The relay reads the chunk whatever its replies to MAIL and RCPT (its size is in the command),
+// so a refused command never turns the content into commands. The content is the bytes go-mail's
+// DATA writer would send, dot-stuffing aside: every bare LF becomes CRLF and the message ends
+// with CRLF.
+func (r *Relay) deliverPipelined(sc *smtp.Client, msg *mail.Msg) (delivery, bool) {
+	for _, ext := range [...]string{"PIPELINING", "CHUNKING", "8BITMIME"} {
+		if ok, _ := sc.Extension(ext); !ok {
+			return delivery{}, false
+		}
+	}
+	from, err := msg.GetSender(false)
+	if err != nil {
+		return delivery{}, false
+	}
+	rcpts, err := msg.GetRecipients()
+	if err != nil || len(rcpts) != 1 {
+		return delivery{}, false
+	}
+	rcpt := rcpts[0]
+	if strings.ContainsAny(from, "\r\n") || strings.ContainsAny(rcpt, "\r\n") {
+		return delivery{}, false // go-mail refuses them with its own error
+	}
+	mailCmd := "MAIL FROM:" + from + " BODY=8BITMIME"
+	if ok, _ := sc.Extension("SMTPUTF8"); ok {
+		mailCmd += " SMTPUTF8"
+	}
+	rcptCmd := "RCPT TO:" + rcpt
+
+	buf, _ := r.bufs.Get().(*bytes.Buffer)
+	if buf == nil {
+		buf = new(bytes.Buffer)
+	}
+	defer func() {
+		if buf.Cap() <= maxPooledBuffer {
+			r.bufs.Put(buf)
+		}
+	}()
+	// The commands go in front of the content once its size is known: reserve room for them.
+	const bdatMax = len("BDAT 18446744073709551615 LAST\r\n")
+	reserve := len(mailCmd) + len(rcptCmd) + 4 + bdatMax
+	buf.Reset()
+	for n := reserve; n > 0; n -= min(n, len(reservePad)) {
+		buf.WriteString(reservePad[:min(n, len(reservePad))])
+	}
+	cw := crlfWriter{b: buf, start: reserve}
+	if _, err := msg.WriteTo(&cw); err != nil {
+		return delivery{err: fmt.Errorf("smtp: write message: %w", err)}, true
+	}
+	cw.end()
+	head := mailCmd + "\r\n" + rcptCmd + "\r\nBDAT " + strconv.Itoa(buf.Len()-reserve) + " LAST\r\n"
+	payload := buf.Bytes()[reserve-len(head):]
+	copy(payload, head)
+
+	if err := sc.UpdateDeadline(r.timeout); err != nil {
+		return delivery{err: err, broken: true}, true
+	}
+	if _, err := sc.Text.W.Write(payload); err != nil {
+		return delivery{err: fmt.Errorf("smtp: send: %w", err), broken: true}, true
+	}
+	if err := sc.Text.W.Flush(); err != nil {
+		return delivery{err: fmt.Errorf("smtp: send: %w", err), broken: true}, true
+	}
+	var d delivery
+	var first error
+	for i, step := range [...]struct {
+		name string
+		code int
+	}{{"MAIL FROM", 250}, {"RCPT TO", 25}, {"BDAT", 250}} {
+		_, text, err := sc.Text.ReadResponse(step.code)
+		var te *textproto.Error
+		if err != nil && !errors.As(err, &te) {
+			// No reply (a dropped connection or garbled answer): whatever came before, the
+			// connection is done for.
+			d.err, d.broken = fmt.Errorf("smtp %s: %w", step.name, err), true
+			return d, true
+		}
+		d.answered = true
+		if err != nil && first == nil {
+			first = fmt.Errorf("smtp %s: %w", step.name, err)
+		}
+		if i == 2 && err == nil {
+			d.delivered, d.reply = true, text
+		}
+	}
+	if first == nil {
+		return d, true
+	}
+	d.err = first
+	if d.delivered {
+		return d, true // accepted after all: see Send
+	}
+	// Leave the session clean for the next message, as go-mail does after a refusal.
+	if err := sc.Reset(); err != nil {
+		d.broken = true
+	}
+	return d, true
+}
+
+// reservePad fills the room reserved for a pipelined transaction's commands.
+const reservePad = "                                                                "
+
+// crlfWriter copies a message into b with every line ending CRLF, as textproto's DATA writer
+// sends it.
+type crlfWriter struct {
+	b     *bytes.Buffer
+	start int  // where the message starts in b
+	cr    bool // the last byte written was CR
+}
+
+func (w *crlfWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			w.b.Write(p)
+			w.cr = p[len(p)-1] == '\r'
+			break
+		}
+		cr := w.cr
+		if i > 0 {
+			cr = p[i-1] == '\r'
+		}
+		w.b.Write(p[:i])
+		if !cr {
+			w.b.WriteByte('\r')
+		}
+		w.b.WriteByte('\n')
+		w.cr = false
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
+// end terminates the last line, as the DATA writer's Close does.
+func (w *crlfWriter) end() {
+	b := w.b.Bytes()[w.start:]
+	switch {
+	case len(b) == 0 || b[len(b)-1] == '\n':
+	case b[len(b)-1] == '\r':
+		w.b.WriteByte('\n')
+	default:
+		w.b.WriteString("\r\n")
 	}
 }
 
@@ -238,11 +429,17 @@ func classify(err error) SendResult {
 		}
 		res.Reply = strconv.Itoa(te.Code) + " " + te.Msg
 	}
+	if te != nil && res.Enhanced == "" {
+		res.Enhanced = leadingEnhancedRE.FindString(te.Msg)
+	}
 	if res.Code >= 500 && res.Code < 600 {
 		res.Temporary = false
 	}
 	return res
 }
+
+// leadingEnhancedRE is an RFC 3463 enhanced status code at the start of a reply's text.
+var leadingEnhancedRE = regexp.MustCompile(`^[245]\.\d{1,3}\.\d{1,3}\b`)
 
 // withoutAddresses removes the recipient list and Message-ID that go-mail appends to its error
 // text, so a reply can be stored and logged without personal data.
