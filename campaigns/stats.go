@@ -41,7 +41,34 @@ type Stats struct {
 // recipients (a scan of the campaign's rows: about a quarter of a second per million on two
 // cores), then its engagement (Engagement.load, five more queries). A campaign of another
 // workspace is db.ErrNotFound.
+//
+// When q can begin a transaction (a pool, or a transaction: then a savepoint), the queries run
+// in one with statsSettings: their hash aggregates hold a row per recipient who opened or
+// clicked, which at the default work_mem spill to disk from some 50,000 of them, and JIT
+// compilation costs more than it saves on these plans.
 func CampaignStats(ctx context.Context, q db.Querier, workspaceID, id int64, now time.Time) (Stats, error) {
+	b, ok := q.(interface {
+		Begin(context.Context) (pgx.Tx, error)
+	})
+	if !ok {
+		return campaignStats(ctx, q, workspaceID, id, now)
+	}
+	var s Stats
+	err := pgx.BeginFunc(ctx, b, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, statsSettings); err != nil {
+			return fmt.Errorf("campaign stats: %w", err)
+		}
+		var err error
+		s, err = campaignStats(ctx, tx, workspaceID, id, now)
+		return err
+	})
+	return s, err
+}
+
+// statsSettings apply to the stats transaction only.
+const statsSettings = `SET LOCAL work_mem = '64MB'; SET LOCAL jit = off`
+
+func campaignStats(ctx context.Context, q db.Querier, workspaceID, id int64, now time.Time) (Stats, error) {
 	c, err := CampaignGet(ctx, q, workspaceID, id)
 	if err != nil {
 		return Stats{}, err
@@ -197,16 +224,30 @@ type HourStats struct {
 	Unsubscribes  int64     `json:"unsubscribes"`
 }
 
-// trackingStatsSQL counts the campaign's opens and clicks in one pass over its tracking events
-// (tracking_events_campaign_idx): per grouping set, events and distinct recipients. grouping()
-// sets a bit per column left out of a row's set (kind 4, link_id 2, machine 1): 0 (kind, link,
-// machine), 1 (kind, link), 2 (kind, machine), 3 (kind), and 6 (machine), the recipients who
-// opened or clicked.
+// trackingStatsSQL counts the campaign's opens and clicks from its tracking events
+// (tracking_events_campaign_idx) with hash aggregates only (count(DISTINCT) would sort every
+// event): per is one row per (kind, link, recipient) with its human and machine events, per_kind
+// one per (kind, recipient). Rows: each link's clicks (link > 0), each kind's counts over all
+// links (link -1), and the human recipients who opened or clicked (kind 'engaged'). Columns
+// after the link: human total and unique, machine total and unique, unique recipients.
 const trackingStatsSQL = `
-	SELECT coalesce(kind, ''), coalesce(link_id, 0), coalesce(machine, false), grouping(kind, link_id, machine),
-		count(*), count(DISTINCT recipient_id)
-	FROM tracking_events WHERE campaign_id = $1 AND workspace_id = $2
-	GROUP BY GROUPING SETS ((kind, link_id, machine), (kind, link_id), (kind, machine), (kind), (machine))`
+	WITH per AS MATERIALIZED (
+		SELECT kind = 'click' AS click, link_id, recipient_id,
+			(count(*) FILTER (WHERE NOT machine))::int AS h, (count(*) FILTER (WHERE machine))::int AS m
+		FROM tracking_events WHERE campaign_id = $1 AND workspace_id = $2
+		GROUP BY 1, 2, 3
+	), per_kind AS MATERIALIZED (
+		SELECT click, recipient_id, sum(h)::int AS h, sum(m)::int AS m FROM per GROUP BY 1, 2
+	)
+	SELECT 'click', link_id, sum(h), count(*) FILTER (WHERE h > 0), sum(m), count(*) FILTER (WHERE m > 0), count(*)
+	FROM per WHERE click GROUP BY link_id
+	UNION ALL
+	SELECT CASE WHEN click THEN 'click' ELSE 'open' END, -1, sum(h), count(*) FILTER (WHERE h > 0), sum(m),
+		count(*) FILTER (WHERE m > 0), count(*)
+	FROM per_kind GROUP BY click
+	UNION ALL
+	SELECT 'engaged', -1, 0, count(*), 0, 0, count(*)
+	FROM (SELECT recipient_id FROM per_kind WHERE h > 0 GROUP BY recipient_id) e`
 
 // feedbackStatsSQL counts the recipients of the campaign with each kind of feedback, and those
 // that bounced at all.
@@ -226,17 +267,23 @@ const feedbackStatsSQL = `
 // other campaign of the same purpose): the latest campaign received before it gets the credit.
 // An unsubscribe lifted since (a re-subscription deletes the suppression entry) no longer
 // counts through the suppression list, but its ledger withdrawal does.
+//
+// It starts from the unsubscribes (few) and finds their recipient rows by (campaign_id,
+// contact_id), so the campaign's recipients are not scanned; the NOT EXISTS probes the same
+// unique index for each other campaign of the workspace started before the unsubscribe.
 const unsubscribesSQL = `
-	WITH r AS (
-		SELECT id, contact_id, address, sent_at FROM campaign_recipients WHERE campaign_id = $1 AND status = 'sent'
-	), u AS (
+	WITH u AS (
 		SELECT r.contact_id, r.sent_at, e.occurred_at AS at, true AS same_purpose
-		FROM r JOIN consent_events e ON e.workspace_id = $2 AND e.contact_id = r.contact_id
-		WHERE e.purpose = $3 AND e.action = 'withdrawn' AND e.source <> 'complaint' AND e.occurred_at >= r.sent_at
+		FROM consent_events e JOIN campaign_recipients r ON r.campaign_id = $1 AND r.contact_id = e.contact_id
+		WHERE e.workspace_id = $2 AND e.purpose = $3 AND e.action = 'withdrawn' AND e.source <> 'complaint'
+			AND e.occurred_at >= $4 AND r.status = 'sent' AND e.occurred_at >= r.sent_at
 		UNION ALL
 		SELECT r.contact_id, r.sent_at, sp.created_at, false
-		FROM suppressions sp JOIN r ON r.address = sp.address
-		WHERE sp.workspace_id = $2 AND sp.reason = 'unsubscribed_all' AND sp.created_at >= $4 AND sp.created_at >= r.sent_at
+		FROM suppressions sp
+		JOIN contacts ct ON ct.workspace_id = $2 AND ct.email = sp.address
+		JOIN campaign_recipients r ON r.campaign_id = $1 AND r.contact_id = ct.id
+		WHERE sp.workspace_id = $2 AND sp.reason = 'unsubscribed_all' AND sp.created_at >= $4
+			AND r.status = 'sent' AND sp.created_at >= r.sent_at
 	)
 	SELECT u.contact_id, min(u.at) FROM u
 	WHERE NOT EXISTS (
@@ -248,10 +295,10 @@ const unsubscribesSQL = `
 // seriesSQL counts the campaign's activity per hour; unsubscribes are added from unsubscribesSQL.
 const seriesSQL = `
 	SELECT date_trunc('hour', at), metric, count(*) FROM (
-		SELECT sent_at AS at, 'sends' AS metric FROM campaign_recipients WHERE campaign_id = $1 AND status = 'sent'
-		UNION ALL
-		SELECT updated_at, 'bounces' FROM campaign_recipients
-			WHERE campaign_id = $1 AND status = 'failed' AND updated_at IS NOT NULL AND (` + handOffHardBounce + `)
+		SELECT CASE WHEN status = 'sent' THEN sent_at ELSE updated_at END AS at,
+			CASE WHEN status = 'sent' THEN 'sends' ELSE 'bounces' END AS metric
+		FROM campaign_recipients WHERE campaign_id = $1 AND (status = 'sent'
+			OR (status = 'failed' AND updated_at IS NOT NULL AND (` + handOffHardBounce + `)))
 		UNION ALL
 		SELECT at, kind || CASE WHEN machine THEN '_machine' ELSE '_human' END
 			FROM tracking_events WHERE campaign_id = $1 AND workspace_id = $2
@@ -374,21 +421,17 @@ func (e *Engagement) loadTracking(ctx context.Context, q db.Querier, c Campaign)
 	}
 	var kind string
 	var linkID int64
-	var machine bool
-	var set int
-	var total, unique int64
-	_, err = pgx.ForEachRow(rows, []any{&kind, &linkID, &machine, &set, &total, &unique}, func() error {
-		if set == 6 { // (machine): recipients who opened or clicked
-			if !machine {
-				e.humanEngaged = unique
-			}
-			return nil
-		}
+	var human, machine Split
+	var unique int64
+	_, err = pgx.ForEachRow(rows, []any{&kind, &linkID, &human.Total, &human.Unique, &machine.Total, &machine.Unique, &unique}, func() error {
 		var cs *Counts
 		switch {
-		case kind == "open":
+		case kind == "engaged":
+			e.humanEngaged = human.Unique
+			return nil
+		case kind == "open" && linkID < 0:
 			cs = &e.Opens
-		case kind == "click" && set&2 != 0: // all links together
+		case kind == "click" && linkID < 0:
 			cs = &e.Clicks.Counts
 		case kind == "click":
 			if cs = links[linkID]; cs == nil {
@@ -397,14 +440,7 @@ func (e *Engagement) loadTracking(ctx context.Context, q db.Querier, c Campaign)
 		default:
 			return nil
 		}
-		switch {
-		case set&1 != 0: // machine and human together
-			cs.Total, cs.Unique = total, unique
-		case machine:
-			cs.Machine = Split{Total: total, Unique: unique}
-		default:
-			cs.Human = Split{Total: total, Unique: unique}
-		}
+		*cs = Counts{Total: human.Total + machine.Total, Unique: unique, Human: human, Machine: machine}
 		return nil
 	})
 	if err != nil {
