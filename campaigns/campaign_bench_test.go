@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"herald/campaigns"
 )
 
 // BenchmarkCampaignSend100k sends a 100,000-recipient campaign (contacts opted in by SQL) from
@@ -21,13 +23,19 @@ import (
 // checkpointer are left out), and the worker's peak RSS (VmHWM).
 //
 // HERALD_BENCH_CAMPAIGN_WORKERS and HERALD_BENCH_CAMPAIGN_PARALLEL override the worker's
-// settings (defaults 8 and 4: the best of 1, 2 and 4 measured) for tuning runs.
+// settings (defaults 8 and 4: the best of 1, 2 and 4 measured) for tuning runs, and
+// HERALD_BENCH_CAMPAIGN_BATCH the recipients per batch job (default DefaultBatchSize, as the
+// fan-out plans them).
 // HERALD_BENCH_PPROF=FILE saves a CPU profile of the worker (HERALD_PPROF_ADDR) over the first
 // HERALD_BENCH_PPROF_SECONDS (default 10) of sending; the profiling itself costs some worker CPU.
 func BenchmarkCampaignSend100k(b *testing.B) {
 	const total = 100_000
 	workers := envOr("HERALD_BENCH_CAMPAIGN_WORKERS", "8")
 	parallel := envOr("HERALD_BENCH_CAMPAIGN_PARALLEL", "4")
+	batch, err := strconv.Atoi(envOr("HERALD_BENCH_CAMPAIGN_BATCH", strconv.Itoa(campaigns.DefaultBatchSize)))
+	if err != nil || batch < 1 {
+		b.Fatalf("HERALD_BENCH_CAMPAIGN_BATCH: %v", err)
+	}
 	profile := os.Getenv("HERALD_BENCH_PPROF")
 	for range b.N {
 		env := map[string]string{
@@ -42,7 +50,7 @@ func BenchmarkCampaignSend100k(b *testing.B) {
 		}
 		h := procSetup(b, env, true)
 		seedStart := time.Now()
-		h.seed(total, 100)
+		h.seed(total, batch)
 		// Every contact has the attribute the template prints: a missing one renders as nil,
 		// which the pre-sanitised fast path leaves to the per-render sanitiser (a slower path the
 		// benchmark is not meant to measure).
@@ -99,8 +107,8 @@ func BenchmarkCampaignSend100k(b *testing.B) {
 		b.ReportMetric(workerMS, "worker-cpu-ms/msg")
 		b.ReportMetric(pgMS, "pg-cpu-ms/msg")
 		b.ReportMetric(float64(hwm)/(1<<20), "worker-peak-rss-MB")
-		b.Logf("%d messages in %d batch jobs in %s: %.0f msgs/s; CPU per message: worker %.3f ms + PostgreSQL %.3f ms = %.3f ms; worker peak RSS %.1f MB (workers %s, parallel %s); recipient row updates %d, HOT %.0f%%",
-			total, jobs, elapsed.Round(time.Millisecond), rate, workerMS, pgMS, workerMS+pgMS, float64(hwm)/(1<<20), workers, parallel,
+		b.Logf("%d messages in %d batch jobs in %s: %.0f msgs/s; CPU per message: worker %.3f ms + PostgreSQL %.3f ms = %.3f ms; worker peak RSS %.1f MB (workers %s, parallel %s, batch %d); recipient row updates %d, HOT %.0f%%",
+			total, jobs, elapsed.Round(time.Millisecond), rate, workerMS, pgMS, workerMS+pgMS, float64(hwm)/(1<<20), workers, parallel, batch,
 			updates, 100*float64(hot)/float64(max(updates, 1)))
 	}
 }

@@ -30,13 +30,16 @@
 // batch send jobs in ONE transaction, together with the fan-out's resume point. A crash resumes
 // from the last committed page; the unique key makes a repeated page a no-op.
 //
-// # Sending: a batch per job, the consent lock per batch, the outcome per message
+// # Sending: a batch per job, the consent lock per group, the outcome per message
 //
-// A SendBatchJob names a range of a campaign's recipients. The worker claims the range's unsent
-// recipients, opens a transaction that takes the consent locks of the batch's contacts in shared
-// mode and decides them (consent.DecideBatch), and keeps it open while it renders and hands
-// each message to SMTP, so a withdrawal committed before a hand-off is seen, and one committed
-// later waits for the batch (as for single marketing sends, see mailer). Each message's outcome
+// A SendBatchJob names a range of a campaign's recipients (HERALD_CAMPAIGN_BATCH, 500 by default).
+// The worker claims the range's unsent recipients in one statement, then takes them a consent
+// group (ConsentGroup, 100) at a time: it opens a transaction that takes the consent locks of the
+// group's contacts in shared mode and decides them (consent.DecideBatch), and keeps it open while
+// it renders and hands each message of the group to SMTP, so a withdrawal committed before a
+// hand-off is seen, and one committed later waits for the group, never for the whole batch (as
+// for single marketing sends, see mailer). The next group is decided when its turn comes. A
+// larger batch only saves per-job work (River, the claim, the finish check). Each message's outcome
 // is committed on its own, outside that transaction, right after the relay's answer (grouped
 // with the outcomes of the other workers' messages of the same moment): after a crash only the
 // messages whose outcome was not yet committed, that is whose DATA was in flight, are sent

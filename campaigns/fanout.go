@@ -22,7 +22,7 @@ import (
 // Defaults of the fan-out and requeue workers.
 const (
 	DefaultPageSize  = 10_000
-	DefaultBatchSize = 100
+	DefaultBatchSize = 500
 	// defaultJobTimeout replaces River's one minute: a large fan-out pages for longer, and it
 	// commits each page, so a timeout only costs the page in flight.
 	defaultJobTimeout = time.Hour
@@ -40,7 +40,7 @@ type FanOutWorker struct {
 	Logger  *slog.Logger
 	// PageSize is the number of audience members per page and transaction (default 10,000).
 	PageSize int
-	// BatchSize is the largest number of recipients a SendBatchArgs job names (default 100).
+	// BatchSize is the largest number of recipients a SendBatchArgs job names (default DefaultBatchSize).
 	BatchSize int
 	// JobTimeout bounds one run of the job (default 1h; negative: none).
 	JobTimeout time.Duration

@@ -28,7 +28,7 @@ type RequeueWorker struct {
 	Logger *slog.Logger
 	// PageSize is the number of recipients read per transaction (default 10,000).
 	PageSize int
-	// BatchSize is the largest number of recipients a SendBatchArgs job names (default 100).
+	// BatchSize is the largest number of recipients a SendBatchArgs job names (default DefaultBatchSize).
 	BatchSize int
 	// JobTimeout bounds one run of the job (default 1h; negative: none).
 	JobTimeout time.Duration

@@ -32,10 +32,10 @@ const (
 	sendRetryMaxDefault  = 2 * time.Hour
 )
 
-// SendBatchWorker sends a range of a campaign's recipients (see the package doc): claim, consent
-// decision for the whole batch in one transaction held open through the hand-offs, then for each
-// allowed recipient render, compose, hand to the relay and commit the outcome through the
-// OutcomeWriter before the next hand-off.
+// SendBatchWorker sends a range of a campaign's recipients (see the package doc): claim, then per
+// consent group (ConsentGroup recipients) a consent decision in one transaction held open through
+// the group's hand-offs, and for each allowed recipient render, compose, hand to the relay and
+// commit the outcome through the OutcomeWriter before the next hand-off.
 type SendBatchWorker struct {
 	river.WorkerDefaults[SendBatchArgs]
 	DB       *pgxpool.Pool
@@ -95,6 +95,8 @@ type claimedRecipient struct {
 	Attempt   int
 	Contact   *contacts.Contact // nil: the contact is gone
 	Track     bool              // the message carries the pixel and rewritten links
+
+	messageID string // computed once, by the one goroutine that sends this recipient
 }
 
 // sendClaimSQL takes the range's open recipients in one statement: queued or deferred ones, and
@@ -253,11 +255,45 @@ type sendRun struct {
 	pending  []PendingOutcome
 }
 
-// run decides consent for the batch in one transaction, which stays open (holding the contacts'
-// consent locks) until every hand-off's outcome is committed, then sends the allowed recipients.
+// ConsentGroup is how many recipients of a batch share one consent transaction: their consent
+// locks are held from their decision until the outcomes of all of them are committed, so a
+// withdrawal committed meanwhile waits for at most this many hand-offs, however large the batch
+// job (HERALD_CAMPAIGN_BATCH) is.
+const ConsentGroup = 100
+
+// run sends the claimed recipients group by group (ConsentGroup), each group decided and sent in
+// its own consent transaction, and then releases what a stop left unsent.
 func (b *sendRun) run(ctx context.Context) error {
-	w, c := b.w, b.c
 	b.done = make(map[int64]bool, len(b.held))
+	bctx := context.WithoutCancel(ctx)
+	held := b.held
+	for len(held) > 0 && !b.stopped() && ctx.Err() == nil {
+		n := min(len(held), ConsentGroup)
+		if err := b.runGroup(ctx, held[:n]); err != nil {
+			return err
+		}
+		held = held[n:]
+	}
+	b.mu.Lock()
+	stop := b.stop
+	b.mu.Unlock()
+	if stop == "" && ctx.Err() != nil {
+		stop = rsQueued
+	}
+	if stop != "" {
+		b.release(bctx, stop)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("campaign %d: batch interrupted: %w", b.c.ID, ctx.Err())
+	}
+	return nil
+}
+
+// runGroup decides consent for a group in one transaction, which stays open (holding the
+// contacts' consent locks) until every hand-off's outcome is committed, then sends the allowed
+// recipients. On an error it has released every open recipient of the batch.
+func (b *sendRun) runGroup(ctx context.Context, group []*claimedRecipient) error {
+	w, c := b.w, b.c
 	bctx := context.WithoutCancel(ctx)
 	tx, err := w.DB.Begin(ctx)
 	if err != nil {
@@ -268,7 +304,7 @@ func (b *sendRun) run(ctx context.Context) error {
 
 	var asked []*claimedRecipient
 	var brs []consent.BatchRecipient
-	for _, r := range b.held {
+	for _, r := range group {
 		if r.Contact == nil {
 			b.submit(ctx, r, Outcome{Status: rsSuppressed, Reason: consent.ReasonNoContact})
 			continue
@@ -326,12 +362,6 @@ func (b *sendRun) run(ctx context.Context) error {
 	b.waitPending(bctx)
 	if err := tx.Commit(bctx); err != nil {
 		w.Logger.WarnContext(ctx, "campaign batch: end of consent transaction", "campaign_id", c.ID, "err", err)
-	}
-	if b.stop != "" {
-		b.release(bctx, b.stop)
-	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("campaign %d: batch interrupted: %w", c.ID, ctx.Err())
 	}
 	return nil
 }
@@ -604,9 +634,13 @@ func (b *sendRun) release(ctx context.Context, status string) {
 	}
 }
 
-// messageID is the claimedRecipient's Message-ID (see MessageID).
+// messageID is the claimedRecipient's Message-ID (see MessageID), computed once for the message
+// and its outcome.
 func (b *sendRun) messageID(r *claimedRecipient) string {
-	return MessageID(b.w.Consent.Keys, b.c.ID, r.ID, b.w.MessageIDDomain)
+	if r.messageID == "" {
+		r.messageID = MessageID(b.w.Consent.Keys, b.c.ID, r.ID, b.w.MessageIDDomain)
+	}
+	return r.messageID
 }
 
 // build renders the claimedRecipient's message with their own links and composes it. A message whose

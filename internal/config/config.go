@@ -104,7 +104,7 @@ func Default() Config {
 		MarketingWorkers: 6,
 		SubscribeTTL:     72 * time.Hour,
 		CampaignWorkers:  8,
-		CampaignBatch:    100,
+		CampaignBatch:    500,
 		CampaignLease:    time.Minute,
 		CampaignParallel: 4,
 		CampaignSweep:    30 * time.Second,
@@ -245,7 +245,7 @@ func (c *Config) Validate() error {
 			c.MarketingWorkers+c.CampaignWorkers, c.DBPool-4)
 	}
 	if c.CampaignBatch > 1000 {
-		return fmt.Errorf("HERALD_CAMPAIGN_BATCH: %d recipients per batch; at most 1000 (a batch holds their consent locks while it sends)", c.CampaignBatch)
+		return fmt.Errorf("HERALD_CAMPAIGN_BATCH: %d recipients per batch; at most 1000 (a batch claims them all at once)", c.CampaignBatch)
 	}
 	if c.CampaignParallel > 16 {
 		return fmt.Errorf("HERALD_CAMPAIGN_PARALLEL: %d; at most 16 hand-offs of one batch at once", c.CampaignParallel)
