@@ -152,6 +152,7 @@ func (w *OutcomeWriter) Stats() (groups, written int64) {
 func (w *OutcomeWriter) run() {
 	defer close(w.stopped)
 	group := make([]*pendingOutcome, 0, w.MaxGroup)
+	var cols outcomeColumns
 	for p := range w.reqs {
 		group = append(group[:0], p)
 	drain:
@@ -166,7 +167,7 @@ func (w *OutcomeWriter) run() {
 				break drain
 			}
 		}
-		err := w.flush(group)
+		err := w.flush(&cols, group)
 		for _, p := range group {
 			p.err = err
 			close(p.done)
@@ -191,26 +192,47 @@ const outcomesWriteSQL = `
 // expired rows may lock them in another order).
 const flushAttempts = 3
 
-func (w *OutcomeWriter) flush(group []*pendingOutcome) error {
-	n := len(group)
-	ids, attempts, codes := make([]int64, n), make([]int32, n), make([]int32, n)
-	statuses, reasons, msgIDs, replies := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	sentAt := make([]time.Time, n)
-	byID := make(map[int64]*pendingOutcome, n)
-	for i, p := range group {
-		o := p.o
-		ids[i], attempts[i], codes[i] = o.RecipientID, int32(o.Attempt), int32(o.SMTPCode)
-		statuses[i], reasons[i], msgIDs[i], replies[i], sentAt[i] = o.Status, o.Reason, o.MessageID, o.SMTPReply, o.SentAt
-		if sentAt[i].IsZero() {
-			sentAt[i] = time.Now()
-		}
-		byID[o.RecipientID] = p
+// outcomeColumns are a group's outcomes as the statement's arrays, reused from group to group by
+// the writer's goroutine.
+type outcomeColumns struct {
+	ids                                []int64
+	attempts, codes                    []int32
+	statuses, reasons, msgIDs, replies []string
+	sentAt                             []time.Time
+	byID                               map[int64]*pendingOutcome
+}
+
+func (c *outcomeColumns) fill(group []*pendingOutcome) {
+	c.ids, c.attempts, c.codes = c.ids[:0], c.attempts[:0], c.codes[:0]
+	c.statuses, c.reasons, c.msgIDs, c.replies = c.statuses[:0], c.reasons[:0], c.msgIDs[:0], c.replies[:0]
+	c.sentAt = c.sentAt[:0]
+	if c.byID == nil {
+		c.byID = make(map[int64]*pendingOutcome, len(group))
 	}
+	clear(c.byID)
+	now := time.Now()
+	for _, p := range group {
+		o := p.o
+		sentAt := o.SentAt
+		if sentAt.IsZero() {
+			sentAt = now
+		}
+		c.ids, c.attempts, c.codes = append(c.ids, o.RecipientID), append(c.attempts, int32(o.Attempt)), append(c.codes, int32(o.SMTPCode))
+		c.statuses, c.reasons = append(c.statuses, o.Status), append(c.reasons, o.Reason)
+		c.msgIDs, c.replies = append(c.msgIDs, o.MessageID), append(c.replies, o.SMTPReply)
+		c.sentAt = append(c.sentAt, sentAt)
+		c.byID[o.RecipientID] = p
+	}
+}
+
+func (w *OutcomeWriter) flush(c *outcomeColumns, group []*pendingOutcome) error {
+	n := len(group)
+	c.fill(group)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var err error
 	for try := 0; try < flushAttempts; try++ {
-		err = w.write(ctx, byID, ids, attempts, statuses, reasons, msgIDs, codes, replies, sentAt)
+		err = w.write(ctx, c.byID, c.ids, c.attempts, c.statuses, c.reasons, c.msgIDs, c.codes, c.replies, c.sentAt)
 		var pgErr *pgconn.PgError
 		if err == nil || !errors.As(err, &pgErr) || (pgErr.Code != "40P01" && pgErr.Code != "40001") {
 			break
