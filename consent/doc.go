@@ -8,4 +8,10 @@
 // (object.go) is carried out at once through the same withdrawal as unsubscribe-all. The audit log
 // (audit.go, append-only) is read through GET /v1/audit (audit_api.go); its entries name ids and
 // field names, never addresses, names or notes.
+//
+// Purposes are of two kinds. Marketing purposes (MarketingPurposes) are what campaigns are sent
+// for and what the preference centre lists as topics. The tracking purpose (TrackingPurpose,
+// one per workspace, made by EnsureTrackingPurpose) governs the open pixel and tracked links
+// under the workspace's tracking mode (TrackingAllowed); the preference centre shows it apart,
+// campaigns refuse it, a complaint leaves it alone, and unsubscribing from all withdraws it.
 package consent
