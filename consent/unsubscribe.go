@@ -104,8 +104,9 @@ func tokenPurpose(ctx context.Context, q db.Querier, r Recipient) (Purpose, erro
 	return p, err
 }
 
-// UnsubscribeAll withdraws every grant the contact holds and puts its address on the suppression
-// list with reason unsubscribed_all, in tx. source and actor describe who asked (the preference
+// UnsubscribeAll withdraws every grant the contact holds, and tracking wherever the contact is
+// tracked without a grant (opt-out mode), and puts its address on the suppression list with
+// reason unsubscribed_all, in tx. source and actor describe who asked (the preference
 // centre's recipient, a complaint's feedback loop, ...). It counts nothing in
 // herald_unsubscribes_total: callers count under their own channel. Errors as for Unsubscribe.
 func (s *Service) UnsubscribeAll(ctx context.Context, tx pgx.Tx, workspaceID, contactID int64, source, actor string, ev Evidence) (changed bool, err error) {
