@@ -34,7 +34,7 @@ const trackingAllowedSQL = `
 	)
 	SELECT CASE (SELECT m FROM mode)
 		WHEN 'off' THEN false
-		WHEN 'opt_out' THEN coalesce(st.status, 'granted') = 'granted' OR (st.expires_at IS NOT NULL AND st.expires_at <= $3)
+		WHEN 'opt_out' THEN coalesce(st.status, 'granted') = 'granted'
 		ELSE coalesce(st.status = 'granted' AND (st.expires_at IS NULL OR st.expires_at > $3), false)
 	END
 	FROM unnest($2::bigint[]) WITH ORDINALITY AS r (contact_id, i)
@@ -43,7 +43,8 @@ const trackingAllowedSQL = `
 
 // TrackingAllowed answers, for each contact of one workspace (allowed[i] for contactIDs[i]),
 // whether its messages may carry the open pixel and click-tracking links, in one round trip. In
-// opt-out mode an expired withdrawal no longer counts; in opt-in mode an expired grant does not.
+// opt-in mode an expired grant no longer counts (the ledger gives withdrawals no expiry, so in
+// opt-out mode only a withdrawal stops tracking).
 func (s *Service) TrackingAllowed(ctx context.Context, q db.Querier, workspaceID int64, contactIDs []int64) ([]bool, error) {
 	out := make([]bool, 0, len(contactIDs))
 	if len(contactIDs) == 0 {

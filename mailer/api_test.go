@@ -10,6 +10,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertest"
 
+	"herald/consent"
 	"herald/internal/workspace"
 	"herald/mailer"
 )
@@ -19,6 +20,10 @@ func TestSendBadInput(t *testing.T) {
 	b := setup(t, setupOpts{noWorkers: true})
 	contactsOnly, _ := newKey(t, b.pool, "a", workspace.ScopeContactsWrite)
 	ok := `{"from":"a@acme.example","to":"x@example.com","subject":"s","text":"t"}`
+	if _, err := consent.EnsureTrackingPurpose(context.Background(), b.pool, b.wsA); err != nil {
+		t.Fatal(err)
+	}
+	seedContacts(t, b, b.wsA, "news", 1)
 	with := func(field, value string) string {
 		return strings.Replace(ok, `"`+field+`":"`+map[string]string{"from": "a@acme.example", "to": "x@example.com", "subject": "s", "text": "t"}[field]+`"`, `"`+field+`":`+value, 1)
 	}
@@ -66,6 +71,8 @@ func TestSendBadInput(t *testing.T) {
 		{"data without template", b.keyA, "k", strings.Replace(ok, `"text"`, `"data":{"a":1},"text"`, 1), 422, "data"},
 		{"unknown template", b.keyA, "k", `{"from":"a@acme.example","to":"x@example.com","template":"nope"}`, 422, "template"},
 		{"template and subject", b.keyA, "k", strings.Replace(ok, `"text"`, `"template":"t","text"`, 1), 422, "template"},
+		{"marketing for the tracking purpose", b.keyA, "k", `{"stream":"marketing","purpose":"tracking","contact":"c1","from":"a@acme.example","subject":"s","text":"t"}`, 422, "purpose"},
+		{"marketing for an unknown purpose", b.keyA, "k", `{"stream":"marketing","purpose":"nope","contact":"c1","from":"a@acme.example","subject":"s","text":"t"}`, 422, "purpose"},
 		{"body over 1 MiB", b.keyA, "k", with("text", `"`+strings.Repeat("a", 1<<20)+`"`), 413, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

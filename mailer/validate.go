@@ -36,10 +36,14 @@ func buildMessage(ctx context.Context, tx pgx.Tx, workspaceID int64, req *sendRe
 		if req.Purpose == "" {
 			return nil, httpx.Invalid("purpose", "a marketing message needs the consent purpose it is sent for")
 		}
-		if _, err := consent.PurposeGet(ctx, tx, workspaceID, req.Purpose); errors.Is(err, db.ErrNotFound) {
+		p, err := consent.PurposeGet(ctx, tx, workspaceID, req.Purpose)
+		switch {
+		case errors.Is(err, db.ErrNotFound):
 			return nil, httpx.Invalid("purpose", "no such purpose in this workspace")
-		} else if err != nil {
+		case err != nil:
 			return nil, err
+		case p.Kind != consent.PurposeMarketing:
+			return nil, httpx.Invalid("purpose", "the tracking purpose governs open and click tracking; marketing is sent for a marketing purpose")
 		}
 		m.Stream, m.Purpose = StreamMarketing, req.Purpose
 	default:
