@@ -29,6 +29,9 @@ type Handler struct {
 	SubscribeTTL time.Duration
 	// Limits throttles the public endpoints; nil uses the defaults.
 	Limits *Limits
+	// Rights carries out export and erasure (rights_api.go); nil leaves the preference centre
+	// without its export button's effect.
+	Rights *Rights
 }
 
 // Mailer sends the email that confirms a double opt-in request, as a transactional message

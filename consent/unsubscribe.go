@@ -250,6 +250,8 @@ func (h *Handler) unsubscribePost(w http.ResponseWriter, r *http.Request) {
 		h.preferencesSave(w, r, rcpt, form["purpose"])
 	case form.Get("action") == "unsubscribe_all":
 		h.preferencesUnsubscribeAll(w, r, rcpt)
+	case form.Get("action") == "export":
+		h.exportRequest(w, r, rcpt) // rights_api.go
 	default:
 		h.writeMessage(w, http.StatusBadRequest, "Request refused",
 			"Expected List-Unsubscribe=One-Click, or action=save or unsubscribe_all.")

@@ -82,6 +82,9 @@ func compose(m *Message, o composeOpts) (*gomail.Msg, error) {
 	default:
 		msg.SetBodyString(gomail.TypeTextPlain, text)
 	}
+	if err := attachAll(msg, m.Attachments); err != nil {
+		return nil, fmt.Errorf("compose: %w", err)
+	}
 	if err := o.DKIM.sign(msg, m.From, o.Logger); err != nil {
 		return nil, fmt.Errorf("compose: %w", err)
 	}

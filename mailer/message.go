@@ -45,6 +45,7 @@ type Message struct {
 	HTML        string
 	Text        string
 	Headers     map[string]string
+	Attachments []Attachment // read only for a job with SendArgs.Attachments; compose attaches them
 	MessageID   string
 	// ReturnPath, if set, is the envelope sender (SMTP MAIL FROM, the Return-Path the receiving
 	// system records) instead of From: a VERP address that names this message, so that a bounce

@@ -31,6 +31,9 @@ type SendArgs struct {
 	MessageID string `json:"message_id"`
 	// Marketing sends hold their consent decision in a transaction until the hand-off is recorded.
 	Marketing bool `json:"marketing,omitempty"`
+	// Attachments says the message has rows in message_attachments (attachments.go), so only
+	// such sends read that table.
+	Attachments bool `json:"attachments,omitempty"`
 }
 
 // Kind is the job kind stored in river_job.
@@ -91,6 +94,11 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 	m, proceed, err := w.prepare(ctx, w.DB, job)
 	if err != nil || !proceed {
 		return err
+	}
+	if job.Args.Attachments {
+		if m.Attachments, err = attachmentsGet(ctx, w.DB, m.ID); err != nil {
+			return fmt.Errorf("send %s: %w", m.ID, err)
+		}
 	}
 	res, sendErr := w.deliver(ctx, w.DB, &m)
 	// Once the relay has answered, the answer must be recorded even if we are shutting down:
