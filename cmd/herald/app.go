@@ -109,6 +109,10 @@ func newApp(ctx context.Context, cfg config.Config, logger *slog.Logger, m mode)
 	a.metrics = mailer.NewMetrics(a.reg)
 	a.reg.MustRegister(queue.NewDepthCollector(pool, logger, mailer.QueueTransactional, mailer.QueueMarketing, campaigns.QueueCampaigns))
 	a.reg.MustRegister(consent.NewOverdueCollector(pool, logger, nil))
+	if err := retentionDefaults(cfg).Validate(); err != nil {
+		a.close()
+		return nil, fmt.Errorf("HERALD_RETENTION_*: %w", err)
+	}
 	keys, err := consentKeys(cfg, m)
 	if err != nil {
 		a.close()
@@ -163,14 +167,16 @@ func newApp(ctx context.Context, cfg config.Config, logger *slog.Logger, m mode)
 		river.AddWorker(workers, &campaigns.FanOutWorker{DB: pool, Consent: a.consent, Logger: logger, BatchSize: cfg.CampaignBatch})
 		river.AddWorker(workers, &campaigns.RequeueWorker{DB: pool, Logger: logger, BatchSize: cfg.CampaignBatch})
 		river.AddWorker(workers, &campaigns.SweepWorker{DB: pool, Logger: logger})
+		river.AddWorker(workers, newRetentionWorker(pool, cfg, consent.NewRetentionMetrics(a.reg), logger))
 		opts.Workers = workers
 		opts.Queues = map[string]river.QueueConfig{
 			mailer.QueueTransactional: {MaxWorkers: cfg.Workers},
 			mailer.QueueMarketing:     {MaxWorkers: cfg.MarketingWorkers},
-			river.QueueDefault:        {MaxWorkers: 2}, // housekeeping: subscribe-request expiry
+			river.QueueDefault:        {MaxWorkers: 2}, // housekeeping: subscribe-request expiry, retention
 			campaigns.QueueCampaigns:  {MaxWorkers: cfg.CampaignWorkers},
 		}
-		opts.PeriodicJobs = append([]*river.PeriodicJob{consent.SubscribeExpiryJob()}, campaigns.PeriodicJobs(cfg.CampaignSweep)...)
+		opts.PeriodicJobs = append([]*river.PeriodicJob{consent.SubscribeExpiryJob(), consent.RetentionJob(cfg.RetentionInterval)},
+			campaigns.PeriodicJobs(cfg.CampaignSweep)...)
 	}
 	a.river, err = queue.New(pool, opts)
 	if err != nil {

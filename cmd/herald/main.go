@@ -28,6 +28,9 @@ commands:
                         create an API key (and the workspace if new); prints only the key
   consent verify --workspace NAME
                         check the workspace's consent ledger hash chain
+  workspace delete NAME
+                        delete a workspace: its keys stop working, its sending stops, and the
+                        retention job purges its data after the grace period
 
 configuration comes from DATABASE_URL and HERALD_* environment variables (see README.md)
 `
@@ -52,6 +55,8 @@ func run(ctx context.Context, args []string, stdout, stderr *os.File, getenv fun
 		err = cmdKeys(ctx, args[1:], stdout, stderr, getenv)
 	case "consent":
 		err = cmdConsent(ctx, args[1:], stdout, stderr, getenv)
+	case "workspace":
+		err = cmdWorkspace(ctx, args[1:], stdout, stderr, getenv)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

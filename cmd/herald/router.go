@@ -71,6 +71,7 @@ func (a *app) router() http.Handler {
 				camps.Routes(r)
 				auds.Routes(r)
 				hooks.Routes(r) // feedback webhook settings (admin)
+				(&consent.RetentionHandler{DB: a.pool, Defaults: retentionDefaults(a.cfg), Logger: a.logger}).Routes(r)
 			})
 		})
 		cons.PageRoutes(r) // public: recipients' unsubscribe, preference and confirmation pages

@@ -63,9 +63,9 @@ type Config struct {
 	MarketingWorkers int           // HERALD_MARKETING_WORKERS: concurrent marketing send jobs per process
 	HashKey          string        // HERALD_HASH_KEY: key of the suppression list's address hashes (never rotate)
 	TokenKeys        string        // HERALD_TOKEN_KEYS: unsubscribe token keys "id:secret,..." (first signs)
-	InboundAddr      string        // HERALD_INBOUND_ADDR: SMTP listener for mailto unsubscribes (empty: off)
+	InboundAddr      string        // HERALD_INBOUND_ADDR: the inbound SMTP listener, for mailto unsubscribes and bounce reports (empty: off)
 	InboundDomain    string        // HERALD_INBOUND_DOMAIN: domain of the mailto unsubscribe addresses
-	BounceAddr       string        // HERALD_BOUNCE_ADDR: SMTP listener for DSN and ARF reports to bounces+TOKEN@ (empty: off)
+	BounceAddr       string        // HERALD_BOUNCE_ADDR: a second listen address of the same inbound SMTP receiver (empty: none)
 	BounceDomain     string        // HERALD_BOUNCE_DOMAIN: domain of the VERP bounce addresses (default: the inbound domain)
 	DKIMKeys         string        // HERALD_DKIM_KEYS: "domain:selector:/path/key.pem,..." signing keys per sender domain
 	SubscribeTTL     time.Duration // HERALD_SUBSCRIBE_TTL: how long a double opt-in confirmation link stays valid
@@ -76,6 +76,16 @@ type Config struct {
 	CampaignLease    time.Duration // HERALD_CAMPAIGN_LEASE: how long a batch's claim holds its recipients (renewed while it sends)
 	CampaignParallel int           // HERALD_CAMPAIGN_PARALLEL: hand-offs of one batch at once, each on its own relay connection
 	CampaignSweep    time.Duration // HERALD_CAMPAIGN_SWEEP: interval of the campaign sweeper (stalled fan-outs, expired claims)
+
+	// Retention (consent/retention*.go): the policy of workspaces without their own, in days, and
+	// how often and in what batches the retention job runs. The days are checked against the
+	// privacy policy's bounds when the process starts (consent.RetentionPolicy.Validate).
+	RetentionOptedOutDays      int           // HERALD_RETENTION_OPTED_OUT_DAYS: marketing data kept after an opt-out of all marketing (1-30)
+	RetentionTrackingDays      int           // HERALD_RETENTION_TRACKING_DAYS: tracking events kept (1-395)
+	RetentionBodyDays          int           // HERALD_RETENTION_BODY_DAYS: rendered message bodies kept (1-30)
+	RetentionDeletionGraceDays int           // HERALD_RETENTION_DELETION_GRACE_DAYS: a deleted workspace's grace period (1-30)
+	RetentionInterval          time.Duration // HERALD_RETENTION_INTERVAL: how often the retention job runs
+	RetentionBatch             int           // HERALD_RETENTION_BATCH: rows per retention statement (short transactions)
 
 	PprofAddr string // HERALD_PPROF_ADDR: debug listener of net/http/pprof (empty: off; never expose it publicly)
 }
@@ -108,6 +118,13 @@ func Default() Config {
 		CampaignLease:    time.Minute,
 		CampaignParallel: 4,
 		CampaignSweep:    30 * time.Second,
+
+		RetentionOptedOutDays:      30,
+		RetentionTrackingDays:      395,
+		RetentionBodyDays:          30,
+		RetentionDeletionGraceDays: 7,
+		RetentionInterval:          time.Hour,
+		RetentionBatch:             5000,
 	}
 }
 
@@ -185,6 +202,12 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	dur("HERALD_CAMPAIGN_LEASE", &c.CampaignLease)
 	integer("HERALD_CAMPAIGN_PARALLEL", &c.CampaignParallel)
 	dur("HERALD_CAMPAIGN_SWEEP", &c.CampaignSweep)
+	integer("HERALD_RETENTION_OPTED_OUT_DAYS", &c.RetentionOptedOutDays)
+	integer("HERALD_RETENTION_TRACKING_DAYS", &c.RetentionTrackingDays)
+	integer("HERALD_RETENTION_BODY_DAYS", &c.RetentionBodyDays)
+	integer("HERALD_RETENTION_DELETION_GRACE_DAYS", &c.RetentionDeletionGraceDays)
+	dur("HERALD_RETENTION_INTERVAL", &c.RetentionInterval)
+	integer("HERALD_RETENTION_BATCH", &c.RetentionBatch)
 	str("HERALD_PPROF_ADDR", &c.PprofAddr)
 	if len(errs) > 0 {
 		return c, errors.Join(errs...)
@@ -249,6 +272,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CampaignParallel > 16 {
 		return fmt.Errorf("HERALD_CAMPAIGN_PARALLEL: %d; at most 16 hand-offs of one batch at once", c.CampaignParallel)
+	}
+	if c.RetentionBatch > 50000 {
+		return fmt.Errorf("HERALD_RETENTION_BATCH: %d rows per statement; at most 50000 (each statement is one transaction, kept short)", c.RetentionBatch)
 	}
 	if c.RetryMax < c.RetryBase {
 		return errors.New("HERALD_RETRY_MAX must not be below HERALD_RETRY_BASE")

@@ -107,7 +107,8 @@ func CreateKeyAs(ctx context.Context, q db.Querier, workspaceID int64, scopes []
 	return key, nil
 }
 
-// Authenticate looks the key up by its hash and returns its principal.
+// Authenticate looks the key up by its hash and returns its principal. A revoked key, or a key
+// of a deleted workspace, is ErrBadKey.
 func Authenticate(ctx context.Context, q db.Querier, key string) (Principal, error) {
 	if !strings.HasPrefix(key, keyPrefix) || len(key) > 128 {
 		return Principal{}, ErrBadKey
@@ -117,7 +118,7 @@ func Authenticate(ctx context.Context, q db.Querier, key string) (Principal, err
 	err := q.QueryRow(ctx, `
 		SELECT k.id, k.workspace_id, w.name, k.scopes
 		FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id
-		WHERE k.hash = $1 AND k.revoked_at IS NULL`, sum[:]).Scan(&p.KeyID, &p.WorkspaceID, &p.WorkspaceName, &p.Scopes)
+		WHERE k.hash = $1 AND k.revoked_at IS NULL AND w.deleted_at IS NULL`, sum[:]).Scan(&p.KeyID, &p.WorkspaceID, &p.WorkspaceName, &p.Scopes)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Principal{}, ErrBadKey
 	}
