@@ -2,94 +2,47 @@ package consent
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"strings"
-	"sync"
-	"time"
 
-	"github.com/emersion/go-smtp"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"herald/internal/httpx"
+	"herald/internal/inboundsmtp"
 )
 
-// Inbound is the SMTP receiver of mailto unsubscribes (List-Unsubscribe's
-// mailto:unsubscribe+TOKEN@Domain). It accepts mail only for such addresses with a validly signed
-// token, so it is neither an open relay nor a sink for spam; the message itself is read and
-// discarded, and its end performs the unsubscribe. Use it once: Serve, then Close.
+// Inbound receives mailto unsubscribes (List-Unsubscribe's mailto:unsubscribe+TOKEN@Domain) as a
+// route of the inbound SMTP server (internal/inboundsmtp). It accepts mail only for such
+// addresses with a validly signed token; the message itself is discarded, and its end performs
+// the unsubscribe.
 type Inbound struct {
 	DB      *pgxpool.Pool
 	Service *Service
-	// Domain is the domain of the unsubscribe addresses (and the name the server greets with).
+	// Domain is the domain of the unsubscribe addresses.
 	Domain string
 	Logger *slog.Logger
 	// MaxMessageBytes caps a message (default 256 KiB: an unsubscribe mail is a few hundred bytes).
 	MaxMessageBytes int64
-	// TLSConfig, if set, makes the server offer STARTTLS.
-	TLSConfig *tls.Config
-
-	once   sync.Once
-	srv    *smtp.Server
-	ctx    context.Context
-	cancel context.CancelFunc
 }
 
 const (
-	inboundTimeout   = time.Minute      // per read or write on a connection
-	inboundWorkLimit = 30 * time.Second // per unsubscribe at the end of DATA
-	inboundMaxRcpts  = 10               // per message
 	inboundMaxBytes  = int64(256 << 10) // default MaxMessageBytes
 	inboundLocalPart = "unsubscribe+"   // local part prefix of an unsubscribe address
 )
 
-var (
-	errNoSuchAddress = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such address"}
-	errInboundTemp   = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Temporary failure, try again later"}
-)
-
-func (in *Inbound) server() *smtp.Server {
-	in.once.Do(func() {
-		in.ctx, in.cancel = context.WithCancel(context.Background())
-		s := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
-			return &inboundSession{in: in}, nil
-		}))
-		s.Domain = in.Domain
-		s.MaxMessageBytes = in.MaxMessageBytes
-		if s.MaxMessageBytes <= 0 {
-			s.MaxMessageBytes = inboundMaxBytes
-		}
-		s.MaxRecipients = inboundMaxRcpts
-		s.ReadTimeout, s.WriteTimeout = inboundTimeout, inboundTimeout
-		s.TLSConfig = in.TLSConfig
-		s.ErrorLog = inboundErrorLog{in.logger()}
-		in.srv = s
-	})
-	return in.srv
-}
-
-// Serve answers SMTP on ln until Close; it returns nil after Close.
-func (in *Inbound) Serve(ln net.Listener) error {
-	if in.Domain == "" {
-		return errors.New("inbound: Domain is required")
+// Route returns the inbound server's route for the unsubscribe addresses.
+func (in *Inbound) Route() (inboundsmtp.Route, error) {
+	if in.Domain == "" || in.DB == nil || in.Service == nil || in.Service.Keys == nil {
+		return inboundsmtp.Route{}, errors.New("mailto unsubscribe route: Domain, DB and Service (with Keys) are required")
 	}
-	return in.server().Serve(ln)
-}
-
-// Close stops listening and closes every connection; an unsubscribe in progress is cancelled
-// (its transaction rolls back and the sender, having no 250, retries).
-func (in *Inbound) Close() error {
-	s := in.server()
-	in.cancel()
-	if err := s.Close(); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
-		return fmt.Errorf("inbound: %w", err)
+	maxBytes := in.MaxMessageBytes
+	if maxBytes <= 0 {
+		maxBytes = inboundMaxBytes
 	}
-	return nil
+	return inboundsmtp.NewRoute("mailto unsubscribe", maxBytes, in.recipient, in.unsubscribe), nil
 }
 
 func (in *Inbound) logger() *slog.Logger { return httpx.LoggerOrDiscard(in.Logger) }
@@ -108,64 +61,30 @@ func (in *Inbound) recipient(addr string) (Recipient, bool) {
 	return r, err == nil
 }
 
-// inboundSession is one SMTP transaction's state.
-type inboundSession struct {
-	in    *Inbound
-	rcpts []Recipient
-}
-
-func (s *inboundSession) Mail(from string, opts *smtp.MailOptions) error { return nil }
-
-func (s *inboundSession) Rcpt(to string, opts *smtp.RcptOptions) error {
-	r, ok := s.in.recipient(to)
-	if !ok {
-		return errNoSuchAddress
-	}
-	s.rcpts = append(s.rcpts, r)
-	return nil
-}
-
-// Data discards the message and unsubscribes each recipient, each in its own transaction. A
-// token naming a contact since erased is answered 250 (there is nothing left to do), one naming
+// unsubscribe ignores the message and unsubscribes each recipient, each in its own transaction.
+// A token naming a contact since erased is answered 250 (there is nothing left to do), one naming
 // a purpose that does not exist 550, and a database failure 451, so the sender retries.
-func (s *inboundSession) Data(r io.Reader) error {
-	if _, err := io.Copy(io.Discard, r); err != nil {
-		return err // ErrDataTooLarge among others; the server answers it
-	}
-	in := s.in
-	for _, rcpt := range s.rcpts {
-		ctx, cancel := context.WithTimeout(in.ctx, inboundWorkLimit)
+func (in *Inbound) unsubscribe(ctx context.Context, _ []byte, rcpts []Recipient) error {
+	for _, rcpt := range rcpts {
 		var changed bool
 		err := pgx.BeginFunc(ctx, in.DB, func(tx pgx.Tx) error {
 			var err error
 			changed, err = in.Service.Unsubscribe(ctx, tx, rcpt, ChannelMailto, Evidence{})
 			return err
 		})
-		cancel()
 		log := in.logger().With("workspace_id", rcpt.WorkspaceID, "contact_id", rcpt.ContactID, "purpose_id", rcpt.PurposeID)
 		switch {
 		case errors.Is(err, ErrContactGone):
 			log.Info("mailto unsubscribe: contact gone")
 		case errors.Is(err, ErrBadToken):
 			log.Warn("mailto unsubscribe: token names nothing", "err", err)
-			return errNoSuchAddress
+			return inboundsmtp.NoSuchAddress()
 		case err != nil:
-			log.Error("mailto unsubscribe failed", "err", err)
-			return errInboundTemp
+			return fmt.Errorf("mailto unsubscribe of contact %d (workspace %d, purpose %d): %w",
+				rcpt.ContactID, rcpt.WorkspaceID, rcpt.PurposeID, err) // answered 451 and logged
 		default:
 			log.Info("mailto unsubscribe", "changed", changed)
 		}
 	}
 	return nil
 }
-
-func (s *inboundSession) Reset()        { s.rcpts = nil }
-func (s *inboundSession) Logout() error { return nil }
-
-// inboundErrorLog routes go-smtp's connection errors to slog.
-type inboundErrorLog struct{ l *slog.Logger }
-
-func (e inboundErrorLog) Printf(format string, v ...any) {
-	e.l.Warn("inbound smtp: " + fmt.Sprintf(format, v...))
-}
-func (e inboundErrorLog) Println(v ...any) { e.l.Warn("inbound smtp: " + fmt.Sprint(v...)) }

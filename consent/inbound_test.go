@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"herald/consent"
+	"herald/internal/inboundsmtp"
 	"herald/internal/workspace"
 )
 
@@ -25,10 +26,15 @@ func startInbound(t *testing.T, p *pages) string {
 		t.Fatal(err)
 	}
 	in := &consent.Inbound{DB: p.pool, Service: p.svc, Domain: inboundDomain, Logger: p.svc.Logger, MaxMessageBytes: 4096}
+	route, err := in.Route()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &inboundsmtp.Server{Domain: inboundDomain, Routes: []inboundsmtp.Route{route}, Logger: p.svc.Logger}
 	done := make(chan error, 1)
-	go func() { done <- in.Serve(ln) }()
+	go func() { done <- srv.Serve(ln) }()
 	t.Cleanup(func() {
-		if err := in.Close(); err != nil {
+		if err := srv.Close(); err != nil {
 			t.Error(err)
 		}
 		if err := <-done; err != nil {

@@ -10,20 +10,26 @@ import (
 
 	"herald/campaigns"
 	"herald/consent"
+	"herald/internal/inboundsmtp"
 )
 
-// startReceiver serves a BounceReceiver on a loopback port and returns its address.
-func (b *fbBundle) startReceiver(tb testing.TB) string {
+// startReceiver serves a BounceReceiver's route, and the more routes given after it, on a
+// loopback port and returns the address.
+func (b *fbBundle) startReceiver(tb testing.TB, more ...inboundsmtp.Route) string {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	rcv := &BounceReceiver{VERP: b.verp, Feedback: b.fb, MaxMessageBytes: 64 << 10}
+	route, err := (&BounceReceiver{VERP: b.verp, Feedback: b.fb, MaxMessageBytes: 64 << 10}).Route()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := &inboundsmtp.Server{Domain: b.verp.Domain, Routes: append([]inboundsmtp.Route{route}, more...)}
 	done := make(chan error, 1)
-	go func() { done <- rcv.Serve(ln) }()
+	go func() { done <- srv.Serve(ln) }()
 	tb.Cleanup(func() {
-		if err := rcv.Close(); err != nil {
+		if err := srv.Close(); err != nil {
 			tb.Error(err)
 		}
 		if err := <-done; err != nil {
@@ -156,6 +162,82 @@ func TestBounceReceiverOverSMTP(t *testing.T) {
 	if n := b.feedbackRows(t, ws, KindSoftBounce); n != 1 {
 		t.Fatalf("%d soft rows after an oversized report, want 1", n)
 	}
+}
+
+// TestBounceAndUnsubscribeRoutes serves the bounce and the mailto unsubscribe routes on one
+// listener and one domain, as cmd/herald does: each takes its own addresses, and a message to
+// both kinds is handled by both.
+func TestBounceAndUnsubscribeRoutes(t *testing.T) {
+	t.Parallel()
+	b := fbSetup(t)
+	unsub, err := (&consent.Inbound{DB: b.pool, Service: b.svc, Domain: b.verp.Domain}).Route()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := b.startReceiver(t, unsub)
+	ws := b.workspace(t)
+	bounced, bouncedEmail := b.contact(t, ws, "news")
+	campaign, rcpt := b.campaignRecipient(t, ws, bounced, bouncedEmail)
+	dsn := sample(t, "dsn_hard.eml", bouncedEmail, campaigns.MessageID(b.svc.Keys, campaign, rcpt, "mid.example"))
+	leaving, _ := b.contact(t, ws, "news")
+	var news int64
+	if err := b.pool.QueryRow(b.ctx, `SELECT id FROM purposes WHERE workspace_id = $1 AND name = 'news'`, ws).Scan(&news); err != nil {
+		t.Fatal(err)
+	}
+	unsubAddr := consent.UnsubscribeAddress(b.verp.Domain, b.svc.Keys.Token(consent.Recipient{WorkspaceID: ws, ContactID: leaving, PurposeID: news}))
+
+	// One message, one recipient of each kind: the DSN suppresses the bounced address and the
+	// mailto withdraws the other contact's consent.
+	if err := deliverTo(t, addr, []string{b.verp.RecipientAddress(ws, rcpt), unsubAddr}, dsn); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.suppression(t, ws, bouncedEmail); got != consent.ReasonHardBounce {
+		t.Fatalf("suppression %q, want hard_bounce", got)
+	}
+	var action, source string
+	if err := b.pool.QueryRow(b.ctx, `SELECT action, source FROM consent_events WHERE workspace_id = $1 AND contact_id = $2
+		AND purpose = 'news' ORDER BY seq DESC LIMIT 1`, ws, leaving).Scan(&action, &source); err != nil {
+		t.Fatal(err)
+	}
+	if action != consent.ActionWithdrawn || source != consent.SourceOneClick {
+		t.Fatalf("last news event of the unsubscriber: %s (%s)", action, source)
+	}
+	// Neither route takes the other's local part under its own prefix, nor a third.
+	for _, to := range []string{"postmaster@" + b.verp.Domain, "bounces+" + unsubAddr[len("unsubscribe+"):]} {
+		if code := smtpCode(deliver(t, addr, to, "Subject: x\r\n\r\nx\r\n")); code != 550 {
+			t.Errorf("%s: answered %d, want 550", to, code)
+		}
+	}
+}
+
+// deliverTo sends msg from the null sender to every address in rcpts in one transaction; it
+// returns the first refusal.
+func deliverTo(tb testing.TB, addr string, rcpts []string, msg string) error {
+	tb.Helper()
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Mail("", nil); err != nil {
+		tb.Fatal(err)
+	}
+	for _, r := range rcpts {
+		if err := c.Rcpt(r, nil); err != nil {
+			return err
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := w.Write([]byte(msg)); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
 }
 
 func mustKeys(tb testing.TB) *consent.Keys {

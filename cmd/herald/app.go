@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -24,6 +25,7 @@ import (
 	"herald/consent"
 	"herald/internal/config"
 	"herald/internal/db"
+	"herald/internal/inboundsmtp"
 	"herald/internal/queue"
 	"herald/internal/smtpcapture"
 	"herald/mailer"
@@ -54,10 +56,10 @@ type app struct {
 	consent *consent.Service
 	relay   *mailer.Relays
 	capture *smtpcapture.Server
-	inbound *consent.Inbound
-	// bounces receives DSN and ARF reports for the VERP addresses; feedback acts on them and on
-	// the provider webhooks.
-	bounces  *tracking.BounceReceiver
+	// inbound is the SMTP receiver (HERALD_INBOUND_ADDR, and HERALD_BOUNCE_ADDR if another) of
+	// mailto unsubscribes and of DSN and ARF reports to the VERP addresses; feedback acts on the
+	// reports and on the provider webhooks.
+	inbound  *inboundsmtp.Server
 	feedback *tracking.Feedback
 	// outcomes commits campaign send outcomes (group commit); closed after the workers stop.
 	outcomes *campaigns.OutcomeWriter
@@ -208,34 +210,12 @@ func (a *app) run(ctx context.Context) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3) // the HTTP server and up to two inbound SMTP listeners
 	go func() { errc <- srv.Serve(ln) }()
-	if a.cfg.InboundAddr != "" && a.mode != modeWork {
-		iln, err := net.Listen("tcp", a.cfg.InboundAddr)
-		if err != nil {
-			return fmt.Errorf("listen for mailto unsubscribes on %s: %w", a.cfg.InboundAddr, err)
+	if a.mode != modeWork {
+		if err := a.serveInbound(errc); err != nil {
+			return err
 		}
-		a.inbound = &consent.Inbound{DB: a.pool, Service: a.consent, Domain: a.cfg.InboundDomain, Logger: a.logger}
-		go func() {
-			if err := a.inbound.Serve(iln); err != nil {
-				errc <- fmt.Errorf("mailto unsubscribe receiver: %w", err)
-			}
-		}()
-		a.logger.Info("mailto unsubscribe receiver started", "addr", iln.Addr().String(), "domain", a.cfg.InboundDomain)
-	}
-	if a.cfg.BounceAddr != "" && a.mode != modeWork {
-		bln, err := net.Listen("tcp", a.cfg.BounceAddr)
-		if err != nil {
-			return fmt.Errorf("listen for bounce reports on %s: %w", a.cfg.BounceAddr, err)
-		}
-		a.bounces = &tracking.BounceReceiver{VERP: tracking.VERP{Keys: a.consent.Keys, Domain: a.cfg.BounceDomain},
-			Feedback: a.feedback, Logger: a.logger}
-		go func() {
-			if err := a.bounces.Serve(bln); err != nil {
-				errc <- fmt.Errorf("bounce receiver: %w", err)
-			}
-		}()
-		a.logger.Info("bounce receiver started", "addr", bln.Addr().String(), "domain", a.cfg.BounceDomain)
 	}
 	if a.cfg.PprofAddr != "" {
 		if err := a.servePprof(ctx); err != nil {
@@ -262,12 +242,7 @@ func (a *app) run(ctx context.Context) error {
 	}
 	if a.inbound != nil {
 		if err := a.inbound.Close(); err != nil {
-			a.logger.Warn("mailto receiver shutdown", "err", err)
-		}
-	}
-	if a.bounces != nil {
-		if err := a.bounces.Close(); err != nil {
-			a.logger.Warn("bounce receiver shutdown", "err", err)
+			a.logger.Warn("inbound SMTP receiver shutdown", "err", err)
 		}
 	}
 	if a.mode != modeServe {
@@ -281,6 +256,46 @@ func (a *app) run(ctx context.Context) error {
 		}
 	}
 	a.logger.Info("stopped")
+	return nil
+}
+
+// serveInbound starts the SMTP receiver, one server with the mailto unsubscribe and the bounce
+// routes, on HERALD_INBOUND_ADDR and on HERALD_BOUNCE_ADDR when that is set and another address;
+// neither set: no receiver.
+func (a *app) serveInbound(errc chan<- error) error {
+	var addrs []string
+	for _, addr := range []string{a.cfg.InboundAddr, a.cfg.BounceAddr} {
+		if addr != "" && !slices.Contains(addrs, addr) {
+			addrs = append(addrs, addr)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil
+	}
+	unsubscribes, err := (&consent.Inbound{DB: a.pool, Service: a.consent, Domain: a.cfg.InboundDomain, Logger: a.logger}).Route()
+	if err != nil {
+		return err
+	}
+	bounces, err := (&tracking.BounceReceiver{VERP: tracking.VERP{Keys: a.consent.Keys, Domain: a.cfg.BounceDomain},
+		Feedback: a.feedback, Logger: a.logger}).Route()
+	if err != nil {
+		return err
+	}
+	a.inbound = &inboundsmtp.Server{Domain: a.cfg.InboundDomain, Routes: []inboundsmtp.Route{unsubscribes, bounces}, Logger: a.logger}
+	for _, addr := range addrs {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			_ = a.inbound.Close() // and the listener opened before, if any
+			return fmt.Errorf("listen for inbound SMTP (mailto unsubscribes, bounce reports) on %s: %w", addr, err)
+		}
+		go func() {
+			if err := a.inbound.Serve(ln); err != nil {
+				errc <- fmt.Errorf("inbound SMTP receiver: %w", err)
+			}
+		}()
+		a.logger.Info("inbound SMTP receiver started", "addr", ln.Addr().String(),
+			"unsubscribe_domain", a.cfg.InboundDomain, "bounce_domain", a.cfg.BounceDomain)
+	}
 	return nil
 }
 
