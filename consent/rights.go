@@ -64,18 +64,19 @@ type Rights struct {
 	LinkTTL time.Duration
 }
 
-// NewRights returns Rights over the contact row's and the consent package's own parts and parts (contacts, mailer,
-// campaigns, tracking: each package's RightsPart). Two parts of one name are an error.
-func NewRights(svc *Service, mailer RightsMailer, parts ...DataPart) (*Rights, error) {
+// NewRights returns Rights over the contact row's and the consent package's own parts and parts
+// (mailer, campaigns, tracking: each package's RightsPart). Two parts of one name are a
+// programming error, and panic.
+func NewRights(svc *Service, mailer RightsMailer, parts ...DataPart) *Rights {
 	all := append([]DataPart{ContactPart{}, LedgerPart{Service: svc}}, parts...)
-	seen := map[string]bool{}
+	seen := map[string]bool{"schema": true, "generated_at": true, "workspace": true}
 	for _, p := range all {
-		if seen[p.Name()] || p.Name() == "schema" || p.Name() == "generated_at" || p.Name() == "workspace" {
-			return nil, fmt.Errorf("rights: part name %q is used twice", p.Name())
+		if seen[p.Name()] {
+			panic(fmt.Sprintf("consent: rights part name %q is used twice", p.Name()))
 		}
 		seen[p.Name()] = true
 	}
-	return &Rights{Service: svc, Parts: all, Mailer: mailer}, nil
+	return &Rights{Service: svc, Parts: all, Mailer: mailer}
 }
 
 // erasedIDDomain derives the key of ErasedExternalID.

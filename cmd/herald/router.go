@@ -55,6 +55,10 @@ func (a *app) router() http.Handler {
 		cons := &consent.Handler{DB: a.pool, Service: a.consent, Logger: a.logger, MaxBodyBytes: a.cfg.MaxBodyBytes,
 			BaseURL: a.cfg.BaseURL, SubscribeTTL: a.cfg.SubscribeTTL,
 			Mailer: &mailer.ConfirmationMailer{River: a.river, MaxAttempts: a.cfg.MaxAttempts, MessageIDDomain: a.cfg.MessageIDDomain}}
+		// Data-subject rights: every package holding personal data contributes its part.
+		cons.Rights = consent.NewRights(a.consent,
+			&mailer.RightsMailer{River: a.river, MaxAttempts: a.cfg.MaxAttempts, MessageIDDomain: a.cfg.MessageIDDomain},
+			mailer.RightsPart{}, campaigns.RightsPart{}, tracking.RightsPart{})
 		camps := &campaigns.Handler{DB: a.pool, River: a.river, Consent: a.consent, Logger: a.logger}
 		auds := &campaigns.AudienceHandler{DB: a.pool, Logger: a.logger, MaxImportBytes: a.cfg.MaxImportBytes}
 		hooks := &tracking.WebhookHandler{DB: a.pool, Keys: a.consent.Keys, Feedback: a.feedback, Logger: a.logger,
@@ -68,6 +72,7 @@ func (a *app) router() http.Handler {
 				tpls.Routes(r)
 				cons.Routes(r)
 				cons.PrivacyRoutes(r) // privacy requests, audit log, objections
+				cons.RightsRoutes(r)  // export and erasure of a contact's data
 				camps.Routes(r)
 				auds.Routes(r)
 				hooks.Routes(r) // feedback webhook settings (admin)
@@ -75,6 +80,8 @@ func (a *app) router() http.Handler {
 			})
 		})
 		cons.PageRoutes(r) // public: recipients' unsubscribe, preference and confirmation pages
+		// public: the export confirmation link of the preference centre
+		cons.RightsPageRoutes(r)
 		// public: bounce and complaint webhooks, authenticated per provider
 		hooks.HookRoutes(r)
 		(&campaigns.ViewHandler{DB: a.pool, Consent: a.consent, Logger: a.logger, BaseURL: a.cfg.BaseURL, InboundDomain: a.cfg.InboundDomain}).Routes(r)
