@@ -9,6 +9,12 @@
 // (audit.go, append-only) is read through GET /v1/audit (audit_api.go); its entries name ids and
 // field names, never addresses, names or notes.
 //
+// Retention (retention*.go) runs each workspace's retention policy as a periodic River job
+// (RetentionWorker): it decides which contacts opted out of all marketing and which workspaces
+// are past their deletion grace period, and each package that holds the data (tracking,
+// campaigns, mailer) removes it from its own tables through a small interface (OptOutPurger,
+// AgedPurger, WorkspacePurger) wired in cmd/herald, so consent imports none of them.
+//
 // Purposes are of two kinds. Marketing purposes (MarketingPurposes) are what campaigns are sent
 // for and what the preference centre lists as topics. The tracking purpose (TrackingPurpose,
 // one per workspace, made by EnsureTrackingPurpose) governs the open pixel and tracked links
