@@ -66,6 +66,7 @@ func BenchmarkCampaignSend100k(b *testing.B) {
 		b.ResetTimer()
 		cpu0 := procCPU(b, pid)
 		pg0 := h.backendCPU()
+		xacts0 := h.commits()
 		start := time.Now()
 		jobs := h.enqueue()
 		profiled := make(chan error, 1)
@@ -85,6 +86,7 @@ func BenchmarkCampaignSend100k(b *testing.B) {
 			FROM pg_stat_user_tables WHERE relname = 'campaign_recipients'`).Scan(nil, &updates, &hot); err != nil {
 			b.Fatal(err)
 		}
+		xacts := h.commits() - xacts0 // after the statistics flush
 		if profile != "" {
 			if err := <-profiled; err != nil {
 				b.Errorf("CPU profile: %v", err)
@@ -107,9 +109,9 @@ func BenchmarkCampaignSend100k(b *testing.B) {
 		b.ReportMetric(workerMS, "worker-cpu-ms/msg")
 		b.ReportMetric(pgMS, "pg-cpu-ms/msg")
 		b.ReportMetric(float64(hwm)/(1<<20), "worker-peak-rss-MB")
-		b.Logf("%d messages in %d batch jobs in %s: %.0f msgs/s; CPU per message: worker %.3f ms + PostgreSQL %.3f ms = %.3f ms; worker peak RSS %.1f MB (workers %s, parallel %s, batch %d); recipient row updates %d, HOT %.0f%%",
+		b.Logf("%d messages in %d batch jobs in %s: %.0f msgs/s; CPU per message: worker %.3f ms + PostgreSQL %.3f ms = %.3f ms; worker peak RSS %.1f MB (workers %s, parallel %s, batch %d); recipient row updates %d, HOT %.0f%%; %.2f transactions per message",
 			total, jobs, elapsed.Round(time.Millisecond), rate, workerMS, pgMS, workerMS+pgMS, float64(hwm)/(1<<20), workers, parallel, batch,
-			updates, 100*float64(hot)/float64(max(updates, 1)))
+			updates, 100*float64(hot)/float64(max(updates, 1)), float64(xacts)/total)
 	}
 }
 
@@ -210,6 +212,18 @@ func procHWM(tb testing.TB, pid int) int64 {
 	}
 	tb.Fatal("no VmHWM in /proc/PID/status")
 	return 0
+}
+
+// commits returns how many transactions have committed in the harness's database, as far as
+// PostgreSQL's statistics (flushed about once a second by each backend) know.
+func (h *procHarness) commits() int64 {
+	h.t.Helper()
+	var n int64
+	if err := h.pool.QueryRow(context.Background(), `SELECT pg_stat_force_next_flush(), xact_commit FROM pg_stat_database
+		WHERE datname = current_database()`).Scan(nil, &n); err != nil {
+		h.t.Fatal(err)
+	}
+	return n
 }
 
 // backendCPU returns the CPU time used so far by each PostgreSQL backend connected to the
