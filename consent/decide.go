@@ -27,6 +27,8 @@ const (
 	ReasonExpired = "expired"
 	// ReasonNoContact: a marketing message must name a contact, whose consent is checked.
 	ReasonNoContact = "no_contact"
+	// ReasonRestricted: the person restricted the processing of their data (see Restrict).
+	ReasonRestricted = "restricted"
 )
 
 // Streams Decide knows.
@@ -60,7 +62,8 @@ const decideSQL = `
 		FOR SHARE
 	)
 	SELECT (SELECT reason FROM suppressions WHERE workspace_id = $1 AND address_hash = $2),
-		(SELECT status FROM st), (SELECT expires_at IS NOT NULL AND expires_at <= $5 FROM st)`
+		(SELECT status FROM st), (SELECT expires_at IS NOT NULL AND expires_at <= $5 FROM st),
+		coalesce((SELECT restricted_at IS NOT NULL FROM contacts WHERE workspace_id = $1 AND id = $3), false)`
 
 // Decide says whether a message may be handed to SMTP now, and counts a refusal in
 // herald_consent_blocked_total. Transactional mail ignores marketing consent but never goes to a
@@ -106,10 +109,13 @@ func (s *Service) decide(ctx context.Context, q db.Querier, r Request) (Decision
 	}
 	var reason, status *string
 	var expired *bool
-	if err := q.QueryRow(ctx, decideSQL, r.WorkspaceID, hash, *r.ContactID, r.Purpose, s.now()).Scan(&reason, &status, &expired); err != nil {
+	var restricted bool
+	if err := q.QueryRow(ctx, decideSQL, r.WorkspaceID, hash, *r.ContactID, r.Purpose, s.now()).Scan(&reason, &status, &expired, &restricted); err != nil {
 		return Decision{}, fmt.Errorf("decide: %w", err)
 	}
 	switch {
+	case restricted:
+		return Decision{Reason: ReasonRestricted}, nil
 	case reason != nil:
 		return Decision{Reason: *reason}, nil
 	case status == nil:

@@ -23,10 +23,11 @@ const decideBatchSQL = `
 		SELECT contact_id, status, expires_at FROM consent_state
 		WHERE workspace_id = $1 AND contact_id = ANY ($2) AND purpose = $4
 	)
-	SELECT r.i, sp.reason, st.status, st.expires_at IS NOT NULL AND st.expires_at <= $5
+	SELECT r.i, sp.reason, st.status, st.expires_at IS NOT NULL AND st.expires_at <= $5, c.restricted_at IS NOT NULL
 	FROM unnest($2::bigint[], $3::bytea[]) WITH ORDINALITY AS r (contact_id, hash, i)
 	LEFT JOIN st ON st.contact_id = r.contact_id
 	LEFT JOIN suppressions sp ON sp.workspace_id = $1 AND sp.address_hash = r.hash
+	LEFT JOIN contacts c ON c.workspace_id = $1 AND c.id = r.contact_id
 	ORDER BY r.i`
 
 // DecideBatch is Decide for a batch of marketing sends of one workspace and purpose, in one round
@@ -57,12 +58,14 @@ func (s *Service) DecideBatch(ctx context.Context, tx pgx.Tx, workspaceID int64,
 	for rows.Next() {
 		var i int64
 		var reason, status *string
-		var expired *bool
-		if err := rows.Scan(&i, &reason, &status, &expired); err != nil {
+		var expired, restricted *bool
+		if err := rows.Scan(&i, &reason, &status, &expired, &restricted); err != nil {
 			return nil, fmt.Errorf("decide batch: %w", err)
 		}
 		d := Decision{Allowed: true}
 		switch {
+		case restricted != nil && *restricted:
+			d = Decision{Reason: ReasonRestricted}
 		case reason != nil:
 			d = Decision{Reason: *reason}
 		case status == nil:

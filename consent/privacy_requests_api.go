@@ -33,6 +33,8 @@ func (h *Handler) PrivacyRoutes(r chi.Router) {
 	})
 	r.With(workspace.Require(log, workspace.ScopeAdmin)).Get("/audit", httpx.Handler(log, h.auditList))
 	r.With(workspace.Require(log, workspace.ScopeContactsWrite)).Post("/contacts/{external_id}/object", httpx.Handler(log, h.objectPost))
+	r.With(workspace.Require(log, workspace.ScopeContactsWrite)).Post("/contacts/{external_id}/restrict", httpx.Handler(log, h.restrictPost))
+	r.With(workspace.Require(log, workspace.ScopeContactsWrite)).Delete("/contacts/{external_id}/restrict", httpx.Handler(log, h.restrictDelete))
 }
 
 // privacyRequestJSON is a request as the API shows it; contact is the contact's external id.

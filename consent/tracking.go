@@ -27,18 +27,22 @@ type TrackingPolicy struct {
 
 // trackingAllowedSQL answers per contact (in the order of $2) whether tracking is allowed: the
 // workspace's mode (opt_in when it has no settings row) and the contact's current, unexpired
-// choice for the tracking purpose.
+// choice for the tracking purpose; never for a restricted contact.
 const trackingAllowedSQL = `
 	WITH mode AS (
 		SELECT coalesce((SELECT tracking_mode FROM consent_settings WHERE workspace_id = $1), 'opt_in') AS m
 	)
-	SELECT CASE (SELECT m FROM mode)
+	SELECT CASE
+		WHEN c.restricted_at IS NOT NULL THEN false
+		ELSE CASE (SELECT m FROM mode)
 		WHEN 'off' THEN false
 		WHEN 'opt_out' THEN coalesce(st.status, 'granted') = 'granted'
 		ELSE coalesce(st.status = 'granted' AND (st.expires_at IS NULL OR st.expires_at > $3), false)
+		END
 	END
 	FROM unnest($2::bigint[]) WITH ORDINALITY AS r (contact_id, i)
 	LEFT JOIN consent_state st ON st.workspace_id = $1 AND st.contact_id = r.contact_id AND st.purpose = 'tracking'
+	LEFT JOIN contacts c ON c.workspace_id = $1 AND c.id = r.contact_id
 	ORDER BY r.i`
 
 // TrackingAllowed answers, for each contact of one workspace (allowed[i] for contactIDs[i]),
