@@ -18,3 +18,8 @@ CREATE TABLE message_attachments (
     content       bytea NOT NULL CHECK (octet_length(content) <= 10485760),
     PRIMARY KEY (message_id, position)
 );
+
+-- Erasure empties ip and user_agent of a contact's tracking events, which lie scattered over the
+-- table (a campaign's opens arrive interleaved). Neither column is indexed, so with room left on
+-- each page the update is HOT: no entry in the table's three indexes per event.
+ALTER TABLE tracking_events SET (fillfactor = 90);
