@@ -9,6 +9,15 @@
 // (audit.go, append-only) is read through GET /v1/audit (audit_api.go); its entries name ids and
 // field names, never addresses, names or notes.
 //
+// Data-subject rights (rights.go, rights_api.go) are carried out over DataParts, one per package
+// that stores personal data, each keeping its own SQL: the contact row and this package's ledger
+// evidence, double opt-in requests and request notes (rights_part.go), and the RightsPart of
+// mailer, campaigns and tracking, wired by cmd/herald (they import this package, so it cannot
+// import them). Export assembles one JSON document (ExportSchema) from every part; Erase has each
+// part remove its personal data in one transaction and leaves a keyed hash with reason erased on
+// the suppression list. The preference centre's export request is confirmed by a signed,
+// expiring link before the document is emailed as an attachment.
+//
 // Retention (retention*.go) runs each workspace's retention policy as a periodic River job
 // (RetentionWorker): it decides which contacts opted out of all marketing and which workspaces
 // are past their deletion grace period, and each package that holds the data (tracking,
