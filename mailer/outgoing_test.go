@@ -183,9 +183,17 @@ func TestDoubleOptInEndToEnd(t *testing.T) {
 	if err != nil || len(states) != 1 || !states[0].Live || states[0].Source != consent.SourceForm {
 		t.Fatalf("states = %+v, %v", states, err)
 	}
+	// The sink has the message once DATA ends; the worker records "sent" right after the
+	// relay's reply, which may come a moment later.
 	var status string
-	if err := b.pool.QueryRow(ctx, `SELECT m.status FROM messages m JOIN subscribe_requests r ON r.message_id = m.id`).Scan(&status); err != nil || status != mailer.StatusSent {
-		t.Fatalf("confirmation message status %q, %v", status, err)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		err := b.pool.QueryRow(ctx, `SELECT m.status FROM messages m JOIN subscribe_requests r ON r.message_id = m.id`).Scan(&status)
+		if err == nil && status == mailer.StatusSent {
+			break
+		}
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("confirmation message status %q, %v", status, err)
+		}
 	}
 	id := b.send(t, b.keyA, "news-1", `{"stream":"marketing","contact":"herald:ada@example.com","purpose":"newsletter",
 		"from":"hello@acme.example","subject":"News","text":"Hello"}`)
