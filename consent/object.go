@@ -1,11 +1,9 @@
 package consent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 
@@ -120,15 +118,8 @@ func (h *Handler) objectPost(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var body objectBody
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody()))
-	if err != nil {
-		return err // a *http.MaxBytesError is written as 413
-	}
-	if len(bytes.TrimSpace(raw)) > 0 {
-		r.Body = io.NopCloser(bytes.NewReader(raw))
-		if err := httpx.DecodeJSON(w, r, h.maxBody(), &body); err != nil {
-			return err
-		}
+	if err := httpx.DecodeOptionalJSON(w, r, h.maxBody(), &body); err != nil {
+		return err
 	}
 	var obj Objection
 	var contactID int64

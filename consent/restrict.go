@@ -1,11 +1,9 @@
 package consent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -103,15 +101,8 @@ func (h *Handler) restrict(w http.ResponseWriter, r *http.Request, restrict bool
 		return err
 	}
 	var body objectBody // the same optional {"channel", "note"}
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody()))
-	if err != nil {
-		return err // a *http.MaxBytesError is written as 413
-	}
-	if len(bytes.TrimSpace(raw)) > 0 {
-		r.Body = io.NopCloser(bytes.NewReader(raw))
-		if err := httpx.DecodeJSON(w, r, h.maxBody(), &body); err != nil {
-			return err
-		}
+	if err := httpx.DecodeOptionalJSON(w, r, h.maxBody(), &body); err != nil {
+		return err
 	}
 	var res Restriction
 	err = h.inTx(ctx, func(tx pgx.Tx) error {

@@ -1,11 +1,9 @@
 package consent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -162,15 +160,8 @@ func (h *Handler) erasePost(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var body eraseBody
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody()))
-	if err != nil {
-		return err // a *http.MaxBytesError is written as 413
-	}
-	if len(bytes.TrimSpace(raw)) > 0 {
-		r.Body = io.NopCloser(bytes.NewReader(raw))
-		if err := httpx.DecodeJSON(w, r, h.maxBody(), &body); err != nil {
-			return err
-		}
+	if err := httpx.DecodeOptionalJSON(w, r, h.maxBody(), &body); err != nil {
+		return err
 	}
 	channel := cmpOr(body.Channel, RequestChannelAPI)
 	if !slices.Contains(RequestChannels, channel) {

@@ -1,6 +1,7 @@
 package httpx
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -78,4 +79,22 @@ func jsonKind(k string) string {
 	default:
 		return "a number"
 	}
+}
+
+// DecodeOptionalJSON is DecodeJSON for a body that may be left out: an empty (or blank) body
+// leaves dst as it is; anything else must be one JSON object as DecodeJSON wants it.
+func DecodeOptionalJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any) error {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return jsonProblem(err) // 413
+	}
+	if err != nil {
+		return BadRequest("request body could not be read")
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return nil
+	}
+	r.Body = io.NopCloser(bytes.NewReader(raw))
+	return DecodeJSON(w, r, limit, dst)
 }

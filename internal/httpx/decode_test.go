@@ -90,3 +90,38 @@ func FuzzDecodeJSON(f *testing.F) {
 		}
 	})
 }
+
+// TestDecodeOptionalJSON: an empty or blank body leaves the target alone; any other body is
+// held to DecodeJSON's rules, the limit included.
+func TestDecodeOptionalJSON(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, body string
+		status     int
+		want       string
+	}{
+		{"empty", ``, 0, "kept"},
+		{"blank", " \r\n\t", 0, "kept"},
+		{"object", `{"name":"a"}`, 0, "a"},
+		{"truncated", `{"name":`, 400, ""},
+		{"unknown field", `{"x":1}`, 422, ""},
+		{"over the limit", `{"name":"` + strings.Repeat("a", 2048) + `"}`, 413, ""},
+		{"blank over the limit", strings.Repeat(" ", 2048), 413, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(tc.body))
+			got := target{Name: "kept"}
+			err := httpx.DecodeOptionalJSON(httptest.NewRecorder(), r, 1<<10, &got)
+			if tc.status == 0 {
+				if err != nil || got.Name != tc.want {
+					t.Fatalf("got %q, %v; want %q", got.Name, err, tc.want)
+				}
+				return
+			}
+			var p *httpx.Problem
+			if !errors.As(err, &p) || p.Status != tc.status {
+				t.Fatalf("err = %#v, want a %d problem", err, tc.status)
+			}
+		})
+	}
+}
