@@ -229,6 +229,12 @@ func TestRetentionAged(t *testing.T) {
 				'{"X-Customer": "Pat"}', 'm' || $2::text || '@acme.example', $3, $4, $5)`, ws, strconv.Itoa(i), m.status, m.created, m.sent); err != nil {
 			t.Fatal(err)
 		}
+		// Each carries an attachment (as a data export does), which goes with the body.
+		if _, err := b.pool.Exec(ctx, `INSERT INTO message_attachments (message_id, position, filename, content_type, content)
+			SELECT id, 0, 'export.json', 'application/json', '{"name":"Pat"}' FROM messages WHERE message_id = 'm' || $1::text || '@acme.example'`,
+			strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	w := b.retentionWorker(2)
 	removed, err := w.Run(ctx)
@@ -245,18 +251,19 @@ func TestRetentionAged(t *testing.T) {
 	if n := b.count(t, `SELECT count(*) FROM tracking_events WHERE workspace_id = $1`, short); n != 1 {
 		t.Fatalf("short keeps %d events, want 1", n)
 	}
-	rows, err := b.pool.Query(ctx, `SELECT message_id, html_body = '' AND text_body = '' AND headers = '{}', subject FROM messages ORDER BY seq`)
+	rows, err := b.pool.Query(ctx, `SELECT message_id, html_body = '' AND text_body = '' AND headers = '{}', subject,
+		NOT EXISTS (SELECT 1 FROM message_attachments a WHERE a.message_id = m.id) FROM messages m ORDER BY seq`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; rows.Next(); i++ {
 		var id, subject string
-		var emptied bool
-		if err := rows.Scan(&id, &emptied, &subject); err != nil {
+		var emptied, noAttachment bool
+		if err := rows.Scan(&id, &emptied, &subject, &noAttachment); err != nil {
 			t.Fatal(err)
 		}
-		if emptied != msgs[i].wantEmptied || subject != "s" {
-			t.Errorf("message %d (%s %v): emptied %v, subject %q", i, msgs[i].status, msgs[i].created, emptied, subject)
+		if emptied != msgs[i].wantEmptied || noAttachment != msgs[i].wantEmptied || subject != "s" {
+			t.Errorf("message %d (%s %v): emptied %v, attachment gone %v, subject %q", i, msgs[i].status, msgs[i].created, emptied, noAttachment, subject)
 		}
 	}
 	if err := rows.Err(); err != nil {

@@ -10,12 +10,12 @@ import (
 )
 
 // Retention is the mailer's part of the retention policies (consent.RetentionWorker): the
-// rendered content of final messages past the workspace's body_days, and a deleted workspace's
+// rendered content and attachments of final messages past the workspace's body_days, and a deleted workspace's
 // messages.
 type Retention struct{}
 
 // retentionBodies empties the HTML and text bodies and the extra headers (which may carry
-// personal data) of at most $4 final messages of workspace $1 created from $2 on and sent (or,
+// personal data), and deletes the attachments (a data export sent to its subject), of at most $4 final messages of workspace $1 created from $2 on and sent (or,
 // never sent, created) before $3, walking messages_body_kept_idx, which holds only messages that
 // still have content: an emptied message leaves it. It returns how many it emptied and the
 // creation time of the last message it looked at. Messages still queued, sending or deferred are
@@ -33,6 +33,8 @@ const retentionBodies = `
 			FOR UPDATE SKIP LOCKED) f
 		WHERE m.id = f.id
 		RETURNING m.id
+	), attachments AS (
+		DELETE FROM message_attachments WHERE message_id IN (SELECT id FROM emptied)
 	)
 	SELECT (SELECT count(*) FROM emptied), (SELECT count(*) FROM page), (SELECT max(created_at) FROM page)`
 
