@@ -78,8 +78,11 @@ func cmdMigrate(ctx context.Context, args []string, stderr io.Writer, getenv fun
 }
 
 func cmdKeys(ctx context.Context, args []string, stdout *os.File, stderr io.Writer, getenv func(string) string) error {
+	if len(args) > 0 && args[0] == "revoke" {
+		return cmdKeysRevoke(ctx, args[1:], stdout, stderr, getenv)
+	}
 	if len(args) == 0 || args[0] != "create" {
-		return errors.New("usage: herald keys create --workspace NAME --scopes s1,s2")
+		return errors.New("usage: herald keys create --workspace NAME --scopes s1,s2 | herald keys revoke --workspace NAME --id N")
 	}
 	fs := flag.NewFlagSet("keys create", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -112,5 +115,42 @@ func cmdKeys(ctx context.Context, args []string, stdout *os.File, stderr io.Writ
 		return err
 	}
 	_, err = fmt.Fprintln(stdout, key)
+	return err
+}
+
+// cmdKeysRevoke revokes one API key of a workspace by its id (the N of api_key:N, the actor the
+// audit log and the ledger name for everything the key did). The revocation is audited.
+func cmdKeysRevoke(ctx context.Context, args []string, stdout *os.File, stderr io.Writer, getenv func(string) string) error {
+	fs := flag.NewFlagSet("keys revoke", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	name := fs.String("workspace", "", "workspace name")
+	id := fs.Int64("id", 0, "the key's id (api_key:ID in the audit log)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *name == "" || *id <= 0 {
+		return errors.New("usage: herald keys revoke --workspace NAME --id N")
+	}
+	if err := workspace.ValidName(*name); err != nil {
+		return err
+	}
+	pool, err := openCurrentDB(ctx, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	ws, err := workspace.Get(ctx, pool, *name)
+	if err != nil {
+		return fmt.Errorf("workspace %q: %w", *name, err)
+	}
+	revoked, err := workspace.RevokeKey(ctx, pool, ws.ID, *id, workspace.ActorCLI)
+	if err != nil {
+		return err
+	}
+	msg := "revoked api_key:%d"
+	if !revoked {
+		msg = "api_key:%d was already revoked"
+	}
+	_, err = fmt.Fprintf(stdout, msg+"\n", *id)
 	return err
 }

@@ -26,6 +26,8 @@ commands:
   migrate               apply Herald's and River's database migrations
   keys create --workspace NAME --scopes s1,s2
                         create an API key (and the workspace if new); prints only the key
+  keys revoke --workspace NAME --id N
+                        revoke the API key api_key:N (it stops working within HERALD_KEY_CACHE_TTL)
   consent verify --workspace NAME
                         check the workspace's consent ledger hash chain
   workspace delete NAME

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -65,10 +67,29 @@ func TestMigrateTwiceAndKeys(t *testing.T) {
 	if err != nil || p.WorkspaceName != "crm-1" || !p.Has("contacts:write") || p.Has("admin") {
 		t.Fatalf("created key: %+v %v", p, err)
 	}
+	// Revocation: the key stops authenticating, the revocation is audited once, a repeat says so.
+	id := strconv.FormatInt(p.KeyID, 10)
+	if code, stdout, stderr := runCmd(t, ctx, env, "keys", "revoke", "--workspace", "crm-1", "--id", id); code != 0 || stdout != "revoked api_key:"+id+"\n" {
+		t.Fatalf("keys revoke: %d %q %s", code, stdout, stderr)
+	}
+	if _, err := workspace.Authenticate(ctx, pool, key); !errors.Is(err, workspace.ErrBadKey) {
+		t.Fatalf("a revoked key authenticates: %v", err)
+	}
+	if code, stdout, _ := runCmd(t, ctx, env, "keys", "revoke", "--workspace", "crm-1", "--id", id); code != 0 || !strings.Contains(stdout, "already revoked") {
+		t.Fatalf("second revoke: %d %q", code, stdout)
+	}
+	var audits int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM audit_log WHERE action = 'api_key.revoke' AND target = $1 AND actor = 'cli'`,
+		"api_key:"+id).Scan(&audits); err != nil || audits != 1 {
+		t.Fatalf("revocation audit entries: %d %v", audits, err)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
+		{[]string{"keys", "revoke", "--workspace", "crm-1", "--id", "999999"}, "no such API key"},
+		{[]string{"keys", "revoke", "--workspace", "nope", "--id", id}, "workspace"},
+		{[]string{"keys", "revoke", "--workspace", "crm-1"}, "usage"},
 		{[]string{"keys", "create", "--workspace", "crm-1", "--scopes", "root"}, "unknown scope"},
 		{[]string{"keys", "create", "--scopes", "admin"}, "--workspace is required"},
 		{[]string{"keys", "create", "--workspace", "Bad Name", "--scopes", "admin"}, "workspace name"},

@@ -127,3 +127,34 @@ func Authenticate(ctx context.Context, q db.Querier, key string) (Principal, err
 	}
 	return p, nil
 }
+
+// ErrNoSuchKey is returned by RevokeKey for a key id the workspace does not have.
+var ErrNoSuchKey = errors.New("no such API key in this workspace")
+
+// apiKeyRevoke revokes a key of the workspace and, in the same statement, writes its audit
+// entry (action api_key.revoke, target api_key:ID); a key revoked before is left as it is and
+// audited again only if this call revoked it.
+const apiKeyRevoke = `
+WITH k AS (
+	UPDATE api_keys SET revoked_at = now() WHERE workspace_id = $1 AND id = $2 AND revoked_at IS NULL
+	RETURNING id, workspace_id, prefix
+), a AS (
+	INSERT INTO audit_log (workspace_id, actor, action, target, detail)
+	SELECT workspace_id, $3, 'api_key.revoke', 'api_key:' || id, jsonb_build_object('prefix', prefix) FROM k
+)
+SELECT (SELECT count(*) FROM k), EXISTS (SELECT 1 FROM api_keys WHERE workspace_id = $1 AND id = $2)`
+
+// RevokeKey revokes the workspace's key id on behalf of actor: processes stop accepting it within
+// HERALD_KEY_CACHE_TTL (see Authenticator). It reports whether this call revoked it (false for
+// a key already revoked); ErrNoSuchKey for an id the workspace does not have.
+func RevokeKey(ctx context.Context, q db.Querier, workspaceID, keyID int64, actor string) (bool, error) {
+	var revoked int64
+	var exists bool
+	if err := q.QueryRow(ctx, apiKeyRevoke, workspaceID, keyID, actor).Scan(&revoked, &exists); err != nil {
+		return false, fmt.Errorf("revoke key: %w", err)
+	}
+	if !exists {
+		return false, ErrNoSuchKey
+	}
+	return revoked == 1, nil
+}
