@@ -148,3 +148,57 @@ func TestCampaignTracking(t *testing.T) {
 		t.Errorf("a contact who does not allow tracking got other HTML with a Tracker:\n%s\nvs\n%s", with, without)
 	}
 }
+
+// TestCampaignRestricted: a contact whose processing is restricted gets no campaign message
+// (suppressed, reason restricted) although it granted the purpose and tracking; lifted, it gets
+// the next campaign, with the pixel again.
+func TestCampaignRestricted(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := sendSetup(t, sendOpts{})
+	b.worker.Tracking = &tracking.Tracker{Consent: b.svc, Links: tracking.NewLinks(b.pool, 0, 0), BaseURL: sendTestBase}
+	if _, err := consent.EnsureTrackingPurpose(ctx, b.pool, b.ws); err != nil {
+		t.Fatal(err)
+	}
+	ann := b.contact(t, "ann@example.com", "Ann", true)
+	restrict := func(on bool) {
+		t.Helper()
+		err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+			if on {
+				if err := b.svc.Record(ctx, tx, &consent.Event{WorkspaceID: b.ws, ContactID: ann, Purpose: consent.TrackingPurpose,
+					Action: consent.ActionGranted, Source: consent.SourceAPI, LawfulBasis: consent.BasisConsent, Actor: "test"}); err != nil {
+					return err
+				}
+			}
+			_, err := b.svc.Restrict(ctx, tx, b.ws, ann, on, consent.RequestChannelAPI, "", "test")
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	html := `<p><a href="https://shop.example/">Sale</a></p><p><a href="{{unsubscribe_url}}">Unsubscribe</a></p><p>{{postal_address}}</p>`
+	restrict(true)
+	c := b.campaign(t, campaignOpts{html: html})
+	first, last := b.recipients(t, c, []int64{ann})
+	if err := b.work(ctx, c, first, last, 1, 5); err != nil {
+		t.Fatal(err)
+	}
+	var status, reason string
+	if err := b.pool.QueryRow(ctx, `SELECT status, reason FROM campaign_recipients WHERE id = $1`, first).Scan(&status, &reason); err != nil {
+		t.Fatal(err)
+	}
+	if status != "suppressed" || reason != consent.ReasonRestricted || b.smtp.Count() != 0 {
+		t.Fatalf("restricted recipient: %s %q, %d messages received", status, reason, b.smtp.Count())
+	}
+	restrict(false)
+	c2 := b.campaign(t, campaignOpts{html: html})
+	f2, l2 := b.recipients(t, c2, []int64{ann})
+	if err := b.work(ctx, c2, f2, l2, 1, 5); err != nil {
+		t.Fatal(err)
+	}
+	got := received(b.smtp)
+	if len(got["ann@example.com"]) != 1 || !strings.Contains(htmlPart(t, got["ann@example.com"][0].Raw), sendTestBase+"/t/o/") {
+		t.Fatalf("after lifting the restriction: %v", got)
+	}
+}
