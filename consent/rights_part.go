@@ -2,7 +2,6 @@ package consent
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -26,30 +25,10 @@ func (LedgerPart) Name() string { return "consent" }
 // ledgerExport is the "consent" part of the export document.
 type ledgerExport struct {
 	State             []State            `json:"state"`
-	History           []eventExport      `json:"history"`
+	History           []eventJSON        `json:"history"`
 	SubscribeRequests []subscribeExport  `json:"subscribe_requests"`
 	Suppression       *suppressionExport `json:"suppression"`
 	PrivacyRequests   []privacyReqExport `json:"privacy_requests"`
-}
-
-// eventExport is one ledger event with its proof: the evidence (null once erased) and the
-// hashes that tie it into the workspace's chain.
-type eventExport struct {
-	Seq                int64             `json:"seq"`
-	Purpose            string            `json:"purpose"`
-	Action             string            `json:"action"`
-	Source             string            `json:"source"`
-	LawfulBasis        string            `json:"lawful_basis"`
-	NoticeVersion      int               `json:"notice_version"`
-	Actor              string            `json:"actor"`
-	Proof              map[string]string `json:"proof"`
-	OccurredAt         time.Time         `json:"occurred_at"`
-	RecordedAt         time.Time         `json:"recorded_at"`
-	ExpiresAt          *time.Time        `json:"expires_at"`
-	Evidence           *Evidence         `json:"evidence"`
-	EvidenceCommitment string            `json:"evidence_commitment"`
-	PrevHash           string            `json:"prev_hash"`
-	Hash               string            `json:"hash"`
 }
 
 type subscribeExport struct {
@@ -83,7 +62,7 @@ type privacyReqExport struct {
 
 // Export returns the contact's consent data.
 func (p LedgerPart) Export(ctx context.Context, q db.Querier, s Subject) (any, error) {
-	out := ledgerExport{State: []State{}, History: []eventExport{}, SubscribeRequests: []subscribeExport{},
+	out := ledgerExport{State: []State{}, History: []eventJSON{}, SubscribeRequests: []subscribeExport{},
 		PrivacyRequests: []privacyReqExport{}}
 	states, err := p.Service.States(ctx, q, s.WorkspaceID, s.ContactID)
 	if err != nil {
@@ -95,11 +74,7 @@ func (p LedgerPart) Export(ctx context.Context, q db.Querier, s Subject) (any, e
 		return nil, err
 	}
 	for _, e := range events {
-		out.History = append(out.History, eventExport{Seq: e.Seq, Purpose: e.Purpose, Action: e.Action, Source: e.Source,
-			LawfulBasis: e.LawfulBasis, NoticeVersion: e.NoticeVersion, Actor: e.Actor, Proof: orEmpty(e.Proof),
-			OccurredAt: e.OccurredAt.UTC(), RecordedAt: e.RecordedAt.UTC(), ExpiresAt: e.ExpiresAt, Evidence: e.Evidence,
-			EvidenceCommitment: hex.EncodeToString(e.EvidenceCommitment), PrevHash: hex.EncodeToString(e.PrevHash),
-			Hash: hex.EncodeToString(e.Hash)})
+		out.History = append(out.History, eventOut(&e)) // the consents API's shape, with its proof
 	}
 	rows, err := q.Query(ctx, `SELECT id::text, address, name, purposes, ip, user_agent, created_at, expires_at, confirmed_at
 		FROM subscribe_requests WHERE workspace_id = $1 AND address = $2 ORDER BY created_at, id`, s.WorkspaceID, s.Address)
