@@ -11,7 +11,7 @@ import (
 	"herald/internal/db"
 )
 
-// ErrDeleted is returned by SoftDelete for a workspace that is already deleted.
+// ErrDeleted is returned by SoftDelete, and by Ensure, for a workspace that is already deleted.
 var ErrDeleted = errors.New("workspace is already deleted")
 
 // SoftDelete marks the workspace called name deleted at now, in q (the caller's transaction, which

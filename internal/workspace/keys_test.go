@@ -109,3 +109,23 @@ func TestAuthenticatorCache(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestEnsureDeleted: a deleted workspace is not handed out again (so no key is made in it) until
+// the retention job purges it; other workspaces are unaffected.
+func TestEnsureDeleted(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := dbtest.NewPool(t)
+	if _, err := workspace.Ensure(ctx, pool, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := workspace.SoftDelete(ctx, pool, "gone", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := workspace.Ensure(ctx, pool, "gone"); !errors.Is(err, workspace.ErrDeleted) || !strings.Contains(err.Error(), `"gone"`) {
+		t.Fatalf("Ensure of a deleted workspace: %v", err)
+	}
+	if _, err := workspace.Ensure(ctx, pool, "kept"); err != nil {
+		t.Fatal(err)
+	}
+}

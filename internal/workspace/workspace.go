@@ -30,19 +30,25 @@ func ValidName(name string) error {
 	return nil
 }
 
-// Ensure returns the workspace called name, creating it if it is new.
+// Ensure returns the workspace called name, creating it if it is new. A deleted workspace's name
+// stays taken until the retention job purges it, and nothing new is made in it: ErrDeleted.
 func Ensure(ctx context.Context, q db.Querier, name string) (Workspace, error) {
 	if err := ValidName(name); err != nil {
 		return Workspace{}, err
 	}
 	w := Workspace{Name: name}
+	var deleted bool
 	err := q.QueryRow(ctx, `
 		WITH ins AS (
 			INSERT INTO workspaces (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id
 		)
-		SELECT id FROM ins UNION ALL SELECT id FROM workspaces WHERE name = $1 LIMIT 1`, name).Scan(&w.ID)
+		SELECT id, false FROM ins UNION ALL SELECT id, deleted_at IS NOT NULL FROM workspaces WHERE name = $1 LIMIT 1`,
+		name).Scan(&w.ID, &deleted)
 	if err != nil {
 		return Workspace{}, fmt.Errorf("ensure workspace: %w", err)
+	}
+	if deleted {
+		return Workspace{}, fmt.Errorf("workspace %q: %w", name, ErrDeleted)
 	}
 	return w, nil
 }
