@@ -23,6 +23,20 @@ type presanitized struct {
 	text  *texttemplate.Template // nil: the text part is html2text of each rendered HTML
 	attrs []*attrCheck           // per action in an attribute value, indexed by the action's argument
 	links []urlText              // per href action of the text template
+	// finishers are the herald_ functions of both fast templates, for foldLinks at Compile.
+	finishers map[string]any
+}
+
+// addFuncs records the herald_ functions of fm in p.finishers.
+func (p *presanitized) addFuncs(fm map[string]any) {
+	if p.finishers == nil {
+		p.finishers = map[string]any{}
+	}
+	for name, f := range fm {
+		if strings.HasPrefix(name, "herald_") {
+			p.finishers[name] = f
+		}
+	}
 }
 
 // errDeopt stops a fast render whose data the sanitiser would change; Render then takes the
@@ -148,7 +162,87 @@ func presanitize(src string, escaped *parse.Tree) *presanitized {
 		return nil
 	}
 	p.text = p.buildText(sanitised, acts)
+	foldLinks(p.html.Tree.Root, p.finishers)
+	if p.text != nil {
+		foldLinks(p.text.Tree.Root, p.finishers)
+	}
 	return p
+}
+
+// foldLinks replaces, in a fast template, each action that prints a link function's
+// placeholder through one of this file's finishing functions ({{unsubscribe_url | herald_attr_value
+// "0"}}, {{postal_address | herald_text_of}}) by the text it prints: both functions depend only
+// on their arguments, and the placeholder is a constant, so the output is the same at every
+// render. That spares each render two calls through reflection per link. An action whose
+// finishing function refuses the placeholder (errDeopt) is left as it is and stops every render
+// as before.
+func foldLinks(list *parse.ListNode, fm map[string]any) {
+	if list == nil {
+		return
+	}
+	links := linkFuncs()
+	for i, n := range list.Nodes {
+		switch n := n.(type) {
+		case *parse.ActionNode:
+			if out, ok := foldedLink(n, links, fm); ok {
+				list.Nodes[i] = &parse.TextNode{NodeType: parse.NodeText, Pos: n.Pos, Text: []byte(out)}
+			}
+		case *parse.IfNode:
+			foldLinks(n.List, fm)
+			foldLinks(n.ElseList, fm)
+		case *parse.RangeNode:
+			foldLinks(n.List, fm)
+			foldLinks(n.ElseList, fm)
+		case *parse.WithNode:
+			foldLinks(n.List, fm)
+			foldLinks(n.ElseList, fm)
+		}
+	}
+}
+
+// foldedLink evaluates an action of the form {{link_func | herald_finisher "arg"...}}; ok is
+// false for any other action, or when the finisher fails.
+func foldedLink(n *parse.ActionNode, links, fm map[string]any) (string, bool) {
+	p := n.Pipe
+	if len(p.Decl) != 0 || len(p.Cmds) != 2 || len(p.Cmds[0].Args) != 1 {
+		return "", false
+	}
+	id, ok := p.Cmds[0].Args[0].(*parse.IdentifierNode)
+	if !ok {
+		return "", false
+	}
+	link, ok := links[id.Ident].(func() string)
+	if !ok {
+		return "", false
+	}
+	fn, ok := p.Cmds[1].Args[0].(*parse.IdentifierNode)
+	if !ok || !strings.HasPrefix(fn.Ident, "herald_") || fm[fn.Ident] == nil {
+		return "", false
+	}
+	var args []reflect.Value
+	for _, a := range p.Cmds[1].Args[1:] {
+		sn, ok := a.(*parse.StringNode)
+		if !ok {
+			return "", false
+		}
+		args = append(args, reflect.ValueOf(sn.Text))
+	}
+	f := reflect.ValueOf(fm[fn.Ident])
+	ft := f.Type()
+	if ft.NumIn() != len(args)+1 || ft.IsVariadic() || ft.NumOut() < 1 || ft.Out(0).Kind() != reflect.String {
+		return "", false
+	}
+	v := reflect.New(ft.In(len(args))).Elem()
+	lv := reflect.ValueOf(link())
+	if !lv.Type().AssignableTo(v.Type()) {
+		return "", false
+	}
+	v.Set(lv)
+	out := f.Call(append(args, v))
+	if len(out) == 2 && !out[1].IsNil() {
+		return "", false
+	}
+	return out[0].String(), true
 }
 
 // isSpace is text/template's notion of the space a trim marker removes.
@@ -492,6 +586,7 @@ func (p *presanitized) buildHTML(sanitised string, acts []*action) *htmltemplate
 	fm["herald_text_value"] = escapedTextValue
 	fm["herald_attr"] = p.checkAttr
 	fm["herald_attr_value"] = p.checkAttrValue
+	p.addFuncs(fm)
 	t, err := htmltemplate.New("html").Option("missingkey=error").Funcs(fm).Parse(b.String())
 	if err != nil || !equalStrings(textNodes(t.Tree.Root, nil), want) {
 		return nil
@@ -869,6 +964,7 @@ func (p *presanitized) buildText(sanitised string, acts []*action) *texttemplate
 	fm := funcs()
 	fm["herald_text_of"] = textOf
 	fm["herald_url_text"] = p.urlText
+	p.addFuncs(fm)
 	t, err := texttemplate.New("text").Option("missingkey=error").Funcs(fm).Parse(b.String())
 	if err != nil || !equalStrings(textNodes(t.Tree.Root, nil), want) {
 		return nil
