@@ -151,17 +151,49 @@ func listLabel(s string) string {
 
 const unsubscribeText = "Unsubscribe or manage your preferences"
 
-var bodyCloseRE = regexp.MustCompile(`(?i)</body\s*>`)
-
 // withHTMLFooter adds the visible unsubscribe link before the last </body>, or at the end.
 func withHTMLFooter(body, link string) string {
 	footer := `<p style="font-size:12px;color:#666666;margin-top:24px"><a href="` + html.EscapeString(link) + `">` +
 		unsubscribeText + `</a></p>`
-	if locs := bodyCloseRE.FindAllStringIndex(body, -1); len(locs) > 0 {
-		at := locs[len(locs)-1][0]
+	if at := lastBodyClose(body); at >= 0 {
 		return body[:at] + footer + body[at:]
 	}
 	return body + footer
+}
+
+// lastBodyClose returns the index of the last end tag </body> in s, matched as the regular
+// expression (?i)</body\s*> would (any case, white space before the ">"), or -1. It looks back
+// from the end of the message instead of running a regular expression over all of it, which
+// costs a newsletter-sized render for every recipient.
+func lastBodyClose(s string) int {
+	for end := len(s); ; {
+		i := strings.LastIndex(s[:end], "</")
+		if i < 0 {
+			return -1
+		}
+		if isBodyClose(s[i+2:]) {
+			return i
+		}
+		end = i
+	}
+}
+
+// isBodyClose reports whether s starts with "body" in any case, then \s* (tab, line feed, form
+// feed, carriage return, space) and ">".
+func isBodyClose(s string) bool {
+	if len(s) < 5 || s[0]|0x20 != 'b' || s[1]|0x20 != 'o' || s[2]|0x20 != 'd' || s[3]|0x20 != 'y' {
+		return false
+	}
+	for i := 4; i < len(s); i++ {
+		switch s[i] {
+		case '>':
+			return true
+		case '\t', '\n', '\f', '\r', ' ':
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // withTextFooter adds the visible unsubscribe link after a signature separator.
