@@ -650,7 +650,7 @@ func (b *sendRun) build(ctx context.Context, r *claimedRecipient) (*gomail.Msg, 
 	c := b.c
 	token := b.w.Consent.Keys.Token(consent.Recipient{WorkspaceID: c.WorkspaceID, ContactID: r.ContactID, PurposeID: c.PurposeID})
 	unsub := c.List.UnsubscribeURL(token)
-	out, err := c.Template.Render(map[string]any{"contact": templates.ContactData(*r.Contact)})
+	out, err := c.Template.RenderContact(*r.Contact)
 	if err != nil {
 		return nil, fmt.Errorf("render: %w", err)
 	}

@@ -11,6 +11,8 @@ import (
 	texttemplate "text/template"
 
 	"github.com/k3a/html2text"
+
+	"herald/internal/contacts"
 )
 
 // Compiled is a template parsed and checked once, ready to render many times (a campaign renders
@@ -97,7 +99,17 @@ func (c *Compiled) Presanitized() bool { return c.fast != nil }
 // (ErrSubjectLineBreak), the HTML is sanitised, and a missing text part is generated from the
 // sanitised HTML. Errors are *PartError naming the part.
 func (c *Compiled) Render(data map[string]any) (Rendered, error) {
-	data = normalizeMap(data)
+	return c.render(normalizeMap(data))
+}
+
+// RenderContact is Render for the data {"contact": ContactData(contact)}, what a campaign
+// renders for each recipient. ContactData's map is already normalised, so it is not copied again.
+func (c *Compiled) RenderContact(contact contacts.Contact) (Rendered, error) {
+	return c.render(map[string]any{"contact": ContactData(contact)})
+}
+
+// render is Render for data already normalised.
+func (c *Compiled) render(data map[string]any) (Rendered, error) {
 	var out Rendered
 	var err error
 	if out.Subject, err = c.execute("subject", c.subject, data); err != nil {
