@@ -365,8 +365,11 @@ func TestRelaysAllDownFailFastThenRecover(t *testing.T) {
 		}
 	}
 	t.Logf("slowest of 200 sends with every relay backing off: %s", slowest)
-	if slowest > 50*time.Millisecond {
-		t.Errorf("a send with every relay backing off took %s; want < 50ms, without dialling", slowest)
+	// No dial is the point, and the dial and DATA counters below check it; the bound only
+	// catches a send that stalls, and is wide enough for a loaded machine running -race (77 ms
+	// was seen at load 9 against the former 50 ms bound).
+	if slowest > 500*time.Millisecond {
+		t.Errorf("a send with every relay backing off took %s; want well under the dial timeout, without dialling", slowest)
 	}
 	if a.Attempts() != attempts || accepted.Load() != dials {
 		t.Errorf("relays contacted while backing off: %d DATA, %d dials", a.Attempts()-attempts, accepted.Load()-dials)
