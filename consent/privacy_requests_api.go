@@ -21,7 +21,8 @@ import (
 
 // PrivacyRoutes mounts the data-subject request API on r, which must already run the workspace
 // authenticator: the privacy requests (scope privacy, which admin includes), the audit log
-// (admin) and a contact's objection to direct marketing (contacts:write).
+// (admin), and a contact's objection to direct marketing and restriction of processing
+// (contacts:write).
 func (h *Handler) PrivacyRoutes(r chi.Router) {
 	log := h.logger()
 	r.Group(func(r chi.Router) {
