@@ -322,25 +322,12 @@ func (b *sendRun) runGroup(ctx context.Context, group []*claimedRecipient) error
 		}
 		for i, d := range ds {
 			if d.Allowed {
+				// The workspace's tracking mode and the contact's choice, decided with consent.
+				asked[i].Track = w.Tracking != nil && d.Track
 				allowed = append(allowed, asked[i])
 			} else {
 				b.submit(ctx, asked[i], Outcome{Status: rsSuppressed, Reason: d.Reason})
 			}
-		}
-	}
-	if w.Tracking != nil && len(allowed) > 0 {
-		ids := make([]int64, len(allowed))
-		for i, r := range allowed {
-			ids[i] = r.ContactID
-		}
-		track, err := w.Tracking.Allowed(ctx, tx, c.WorkspaceID, ids)
-		if err != nil {
-			b.waitPending(bctx)
-			b.release(bctx, rsQueued)
-			return fmt.Errorf("campaign %d: tracking decision: %w", c.ID, err)
-		}
-		for i, r := range allowed {
-			r.Track = track[i]
 		}
 	}
 

@@ -15,6 +15,9 @@ type Decision struct {
 	Allowed bool
 	// Reason says why a send is blocked: a suppression reason, or one of the Reason* below.
 	Reason string
+	// Track (DecideBatch only) says whether the message may carry the open pixel and
+	// click-tracking links: TrackingAllowed's answer for the contact, given whatever Allowed is.
+	Track bool
 }
 
 // Reasons a send is blocked for besides a suppression entry.

@@ -14,24 +14,25 @@ type BatchRecipient struct {
 }
 
 // decideBatchSQL reads, in one round trip, every recipient's suppression entry and consent state
-// for the purpose. It runs after the batch's contacts' consent locks are held (shared), so its
-// snapshot, taken when it starts, already includes any withdrawal committed before them. Its plan
-// relies on statistics: right after a bulk load, before autovacuum has analysed consent_state,
-// the planner may take the table for empty and scan a workspace's consent rows per batch.
+// for the purpose, and whether its message may be tracked (trackingRuleSQL). It runs after the
+// batch's contacts' consent locks are held (shared), so its snapshot, taken when it starts,
+// already includes any withdrawal committed before them. Its plan relies on statistics: right after a bulk load,
+// before autovacuum has analysed consent_state, the planner may take the table for empty and
+// scan a workspace's consent rows per batch.
 const decideBatchSQL = `
-	WITH st AS (
-		SELECT contact_id, status, expires_at FROM consent_state
-		WHERE workspace_id = $1 AND contact_id = ANY ($2) AND purpose = $4
-	)
-	SELECT r.i, sp.reason, st.status, st.expires_at IS NOT NULL AND st.expires_at <= $5, c.restricted_at IS NOT NULL
-	FROM unnest($2::bigint[], $3::bytea[]) WITH ORDINALITY AS r (contact_id, hash, i)
-	LEFT JOIN st ON st.contact_id = r.contact_id
+	WITH ` + trackingModeCTE + `
+	SELECT r.i, sp.reason, st.status, st.expires_at IS NOT NULL AND st.expires_at <= $3, c.restricted_at IS NOT NULL,
+		` + trackingRuleSQL + `
+	FROM unnest($2::bigint[], $4::bytea[]) WITH ORDINALITY AS r (contact_id, hash, i)
+	LEFT JOIN consent_state st ON st.workspace_id = $1 AND st.contact_id = r.contact_id AND st.purpose = $5
+	LEFT JOIN consent_state tr ON tr.workspace_id = $1 AND tr.contact_id = r.contact_id AND tr.purpose = 'tracking'
 	LEFT JOIN suppressions sp ON sp.workspace_id = $1 AND sp.address_hash = r.hash
 	LEFT JOIN contacts c ON c.workspace_id = $1 AND c.id = r.contact_id
 	ORDER BY r.i`
 
 // DecideBatch is Decide for a batch of marketing sends of one workspace and purpose, in one round
-// trip: decisions[i] answers rs[i], and refusals are counted in herald_consent_blocked_total. It
+// trip: decisions[i] answers rs[i], with Track (whether its message may be tracked) for each, and
+// refusals are counted in herald_consent_blocked_total. It
 // takes the consent lock of every contact of the batch in shared mode until tx ends (the lock
 // RecordAll takes exclusively, see LockContacts), so tx must stay open until the outcomes of the
 // batch's hand-offs are known: a withdrawal committed before this call is seen, and one
@@ -49,7 +50,7 @@ func (s *Service) DecideBatch(ctx context.Context, tx pgx.Tx, workspaceID int64,
 	if err := s.lockContactsShared(ctx, tx, workspaceID, ids); err != nil {
 		return nil, fmt.Errorf("decide batch: %w", err)
 	}
-	rows, err := tx.Query(ctx, decideBatchSQL, workspaceID, ids, hashes, purpose, s.now())
+	rows, err := tx.Query(ctx, decideBatchSQL, workspaceID, ids, s.now(), hashes, purpose)
 	if err != nil {
 		return nil, fmt.Errorf("decide batch: %w", err)
 	}
@@ -59,7 +60,8 @@ func (s *Service) DecideBatch(ctx context.Context, tx pgx.Tx, workspaceID int64,
 		var i int64
 		var reason, status *string
 		var expired, restricted *bool
-		if err := rows.Scan(&i, &reason, &status, &expired, &restricted); err != nil {
+		var track bool
+		if err := rows.Scan(&i, &reason, &status, &expired, &restricted, &track); err != nil {
 			return nil, fmt.Errorf("decide batch: %w", err)
 		}
 		d := Decision{Allowed: true}
@@ -75,6 +77,7 @@ func (s *Service) DecideBatch(ctx context.Context, tx pgx.Tx, workspaceID int64,
 		case expired != nil && *expired:
 			d = Decision{Reason: ReasonExpired}
 		}
+		d.Track = track
 		if i < 1 || int(i) > len(out) {
 			return nil, fmt.Errorf("decide batch: row %d out of range", i)
 		}

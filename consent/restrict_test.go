@@ -58,7 +58,7 @@ func TestRestrict(t *testing.T) {
 		}
 		return
 	}
-	if s, bt, tr, tx := decisions(); !s.Allowed || !bt[0].Allowed || !bt[1].Allowed || !tr[0] || !tr[1] || !tx.Allowed {
+	if s, bt, tr, tx := decisions(); !s.Allowed || !bt[0].Allowed || !bt[1].Allowed || !tr[0] || !tr[1] || !bt[0].Track || !bt[1].Track || !tx.Allowed {
 		t.Fatalf("before the restriction: %+v %+v %v %+v", s, bt, tr, tx)
 	}
 
@@ -72,7 +72,7 @@ func TestRestrict(t *testing.T) {
 	}
 	s, bt, tr, tx := decisions()
 	if s.Allowed || s.Reason != consent.ReasonRestricted || bt[0].Allowed || bt[0].Reason != consent.ReasonRestricted ||
-		!bt[1].Allowed || tr[0] || !tr[1] || !tx.Allowed {
+		!bt[1].Allowed || tr[0] || !tr[1] || bt[0].Track || !bt[1].Track || !tx.Allowed {
 		t.Fatalf("while restricted: %+v %+v %v %+v", s, bt, tr, tx)
 	}
 	// The data and the consent are kept.

@@ -25,23 +25,28 @@ type TrackingPolicy struct {
 	FullIP bool   // keep whole IP addresses instead of /24 (IPv4) and /48 (IPv6)
 }
 
-// trackingAllowedSQL answers per contact (in the order of $2) whether tracking is allowed: the
-// workspace's mode (opt_in when it has no settings row) and the contact's current, unexpired
-// choice for the tracking purpose; never for a restricted contact.
-const trackingAllowedSQL = `
-	WITH mode AS (
+// trackingModeCTE is the workspace's ($1) tracking mode, opt_in when it has no settings row.
+const trackingModeCTE = `mode AS (
 		SELECT coalesce((SELECT tracking_mode FROM consent_settings WHERE workspace_id = $1), 'opt_in') AS m
-	)
-	SELECT CASE
-		WHEN c.restricted_at IS NOT NULL THEN false
-		ELSE CASE (SELECT m FROM mode)
+	)`
+
+// trackingRuleSQL is the one statement of who may be tracked, over the contact's row (c) and
+// its state for the tracking purpose (tr), with the mode of trackingModeCTE and the time $3:
+// never a restricted contact; in opt_in mode only a current, unexpired grant; in opt_out mode
+// anyone who has not withdrawn; in off mode nobody. TrackingAllowed and DecideBatch both use it,
+// so a campaign's tracking and the tracking endpoints' re-check agree.
+const trackingRuleSQL = `(c.restricted_at IS NULL AND CASE (SELECT m FROM mode)
 		WHEN 'off' THEN false
-		WHEN 'opt_out' THEN coalesce(st.status, 'granted') = 'granted'
-		ELSE coalesce(st.status = 'granted' AND (st.expires_at IS NULL OR st.expires_at > $3), false)
-		END
-	END
+		WHEN 'opt_out' THEN coalesce(tr.status, 'granted') = 'granted'
+		ELSE coalesce(tr.status = 'granted' AND (tr.expires_at IS NULL OR tr.expires_at > $3), false)
+	END)`
+
+// trackingAllowedSQL answers per contact (in the order of $2) whether tracking is allowed.
+const trackingAllowedSQL = `
+	WITH ` + trackingModeCTE + `
+	SELECT ` + trackingRuleSQL + `
 	FROM unnest($2::bigint[]) WITH ORDINALITY AS r (contact_id, i)
-	LEFT JOIN consent_state st ON st.workspace_id = $1 AND st.contact_id = r.contact_id AND st.purpose = 'tracking'
+	LEFT JOIN consent_state tr ON tr.workspace_id = $1 AND tr.contact_id = r.contact_id AND tr.purpose = 'tracking'
 	LEFT JOIN contacts c ON c.workspace_id = $1 AND c.id = r.contact_id
 	ORDER BY r.i`
 

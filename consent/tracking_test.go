@@ -121,6 +121,26 @@ func TestTrackingAllowed(t *testing.T) {
 					t.Errorf("answer %d (%s) = %v, want %v", i, name, got[i], tc.answer[name])
 				}
 			}
+			// A campaign batch gets the same answers from its consent decision (Track), whatever
+			// the marketing decision (these contacts never granted "news").
+			rs := make([]consent.BatchRecipient, len(ask))
+			for i, id := range ask {
+				rs[i] = consent.BatchRecipient{ContactID: id, Address: fmt.Sprintf("c%d@example.com", id)}
+			}
+			tx, err := b.pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx) //nolint:errcheck
+			ds, err := svc.DecideBatch(ctx, tx, ws, "news", rs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, name := range names {
+				if ds[i].Track != tc.answer[name] || ds[i].Allowed {
+					t.Errorf("DecideBatch %d (%s) = %+v, want Track %v", i, name, ds[i], tc.answer[name])
+				}
+			}
 		})
 	}
 	got, err := b.svc.TrackingAllowed(ctx, b.pool, ws, nil)

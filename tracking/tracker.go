@@ -7,25 +7,17 @@ import (
 	"strings"
 
 	"herald/consent"
-	"herald/internal/db"
 )
 
 // Tracker adds open and click tracking to campaign messages: it implements campaigns.Tracker,
-// which the campaign send worker calls for each batch (Allowed) and for each message of a
-// recipient who allows tracking (Instrument).
+// which the campaign send worker calls for each message of a recipient who allows tracking (the
+// batch's consent decision says who: consent.Decision.Track).
 type Tracker struct {
 	Consent *consent.Service
 	Links   *Links
 	// BaseURL is Herald's public URL (HERALD_BASE_URL): the tracking URLs start with it, and
 	// links under it are Herald's own and never rewritten.
 	BaseURL string
-}
-
-// Allowed answers, for each contact (in order), whether its messages may be tracked: the
-// workspace's tracking mode and the contact's choice for the tracking purpose
-// (consent.Service.TrackingAllowed).
-func (t *Tracker) Allowed(ctx context.Context, q db.Querier, workspaceID int64, contactIDs []int64) ([]bool, error) {
-	return t.Consent.TrackingAllowed(ctx, q, workspaceID, contactIDs)
 }
 
 // Instrument returns the recipient's HTML with each tracked link's href replaced by its click URL
