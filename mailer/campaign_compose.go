@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"strings"
 
 	gomail "github.com/wneessen/go-mail"
 
@@ -27,6 +29,9 @@ type CampaignList struct {
 	Logger        *slog.Logger
 
 	listID string
+	// oneClick: the base's links are https URLs that go-mail writes back unchanged, for any
+	// token of URL-unreserved characters (see Check).
+	oneClick bool
 }
 
 // Check validates the configuration once per campaign, so that a worker defers rather than sends
@@ -39,7 +44,31 @@ func (l *CampaignList) Check() error {
 		return errors.New("campaign list headers: no purpose")
 	}
 	l.listID = listIDValue(l.PurposeTitle, l.Purpose, l.Workspace, l.InboundDomain)
+	l.oneClick = roundTrips(l.UnsubscribeURL("token"))
 	return nil
+}
+
+// roundTrips reports whether go-mail's SetListUnsubscribeOneClick accepts link and writes it as
+// it is: an https URL with a host that url.Parse and URL.String give back unchanged. For links
+// BASE/u/TOKEN, the answer for one token of URL-unreserved characters holds for all of them:
+// those characters end the URL, whatever part of it they fall in, and net/url neither splits
+// at nor escapes them.
+func roundTrips(link string) bool {
+	u, err := url.Parse(strings.TrimSpace(link))
+	return err == nil && u.Scheme == "https" && u.Host != "" && u.String() == link
+}
+
+// unreserved reports whether s is made of RFC 3986 unreserved characters only (an unsubscribe
+// token is lower-case base32).
+func unreserved(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '.', c == '_', c == '~':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // UnsubscribeURL is the recipient's one-click and preference-centre link for token.
@@ -60,9 +89,7 @@ func (l *CampaignList) Compose(m *Message, token string) (*gomail.Msg, error) {
 		return nil, fmt.Errorf("campaign compose: marketing message %s without an unsubscribe token", m.ID)
 	}
 	m.Stream = StreamMarketing
-	return compose(m, composeOpts{
-		List:   newListInfo(l.BaseURL, l.InboundDomain, token, l.listID),
-		DKIM:   l.DKIM,
-		Logger: l.Logger,
-	})
+	list := newListInfo(l.BaseURL, l.InboundDomain, token, l.listID)
+	list.oneClick = l.oneClick && unreserved(token)
+	return compose(m, composeOpts{List: list, DKIM: l.DKIM, Logger: l.Logger})
 }

@@ -26,6 +26,10 @@ type listInfo struct {
 	URL    string
 	Mailto string
 	ListID string
+	// oneClick is set when URL is known to be an https link that go-mail's
+	// SetListUnsubscribeOneClick accepts and writes back unchanged (see CampaignList.Check), so
+	// that compose need not parse and re-serialise it for every recipient.
+	oneClick bool
 }
 
 // listCacheTTL bounds how long a purpose's id and title and a workspace's name are reused from
@@ -151,14 +155,27 @@ func listLabel(s string) string {
 
 const unsubscribeText = "Unsubscribe or manage your preferences"
 
-// withHTMLFooter adds the visible unsubscribe link before the last </body>, or at the end.
+const (
+	htmlFooterStart = `<p style="font-size:12px;color:#666666;margin-top:24px"><a href="`
+	htmlFooterEnd   = `">` + unsubscribeText + `</a></p>`
+)
+
+// withHTMLFooter adds the visible unsubscribe link before the last </body>, or at the end. The
+// body is copied once, with the footer in place.
 func withHTMLFooter(body, link string) string {
-	footer := `<p style="font-size:12px;color:#666666;margin-top:24px"><a href="` + html.EscapeString(link) + `">` +
-		unsubscribeText + `</a></p>`
-	if at := lastBodyClose(body); at >= 0 {
-		return body[:at] + footer + body[at:]
+	link = html.EscapeString(link)
+	at := lastBodyClose(body)
+	if at < 0 {
+		at = len(body)
 	}
-	return body + footer
+	var b strings.Builder
+	b.Grow(len(body) + len(htmlFooterStart) + len(link) + len(htmlFooterEnd))
+	b.WriteString(body[:at])
+	b.WriteString(htmlFooterStart)
+	b.WriteString(link)
+	b.WriteString(htmlFooterEnd)
+	b.WriteString(body[at:])
+	return b.String()
 }
 
 // lastBodyClose returns the index of the last end tag </body> in s, matched as the regular

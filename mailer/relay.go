@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	netmail "net/mail"
 	"net/textproto"
 	"regexp"
 	"strconv"
@@ -211,23 +212,11 @@ func (r *Relay) deliverPipelined(sc *smtp.Client, msg *mail.Msg) (delivery, bool
 			return delivery{}, false
 		}
 	}
-	from, err := msg.GetSender(false)
-	if err != nil {
+	env, ok := envelopeOf(msg)
+	if !ok {
 		return delivery{}, false
 	}
-	rcpts, err := msg.GetRecipients()
-	if err != nil || len(rcpts) != 1 {
-		return delivery{}, false
-	}
-	rcpt := rcpts[0]
-	if strings.ContainsAny(from, "\r\n") || strings.ContainsAny(rcpt, "\r\n") {
-		return delivery{}, false // go-mail refuses them with its own error
-	}
-	mailCmd := "MAIL FROM:" + from + " BODY=8BITMIME"
-	if ok, _ := sc.Extension("SMTPUTF8"); ok {
-		mailCmd += " SMTPUTF8"
-	}
-	rcptCmd := "RCPT TO:" + rcpt
+	smtputf8, _ := sc.Extension("SMTPUTF8")
 
 	buf, _ := r.bufs.Get().(*bytes.Buffer)
 	if buf == nil {
@@ -238,21 +227,13 @@ func (r *Relay) deliverPipelined(sc *smtp.Client, msg *mail.Msg) (delivery, bool
 			r.bufs.Put(buf)
 		}
 	}()
-	// The commands go in front of the content once its size is known: reserve room for them.
-	const bdatMax = len("BDAT 18446744073709551615 LAST\r\n")
-	reserve := len(mailCmd) + len(rcptCmd) + 4 + bdatMax
-	buf.Reset()
-	for n := reserve; n > 0; n -= min(n, len(reservePad)) {
-		buf.WriteString(reservePad[:min(n, len(reservePad))])
+	payload, err := pipelinedTransaction(buf, msg, env, smtputf8)
+	if errors.Is(err, errUnpipelinable) {
+		return delivery{}, false // go-mail refuses it with its own error
 	}
-	cw := crlfWriter{b: buf, start: reserve}
-	if _, err := msg.WriteTo(&cw); err != nil {
-		return delivery{err: fmt.Errorf("smtp: write message: %w", err)}, true
+	if err != nil {
+		return delivery{err: err}, true
 	}
-	cw.end()
-	head := mailCmd + "\r\n" + rcptCmd + "\r\nBDAT " + strconv.Itoa(buf.Len()-reserve) + " LAST\r\n"
-	payload := buf.Bytes()[reserve-len(head):]
-	copy(payload, head)
 
 	if err := sc.UpdateDeadline(r.timeout); err != nil {
 		return delivery{err: err, broken: true}, true
@@ -299,50 +280,153 @@ func (r *Relay) deliverPipelined(sc *smtp.Client, msg *mail.Msg) (delivery, bool
 	return d, true
 }
 
+// envelope is a message's reverse path and its one recipient, as go-mail's GetSender(false) and
+// GetRecipients name them.
+type envelope struct {
+	from, rcpt *netmail.Address
+}
+
+// envelopeOf reads msg's envelope where go-mail's getters would: the envelope sender, else the
+// From address; the To, Cc and Bcc addresses. ok is false when there is no sender or other than
+// one recipient. It reads the addresses the message holds instead of copying them out as strings
+// (GetRecipients builds a list per message).
+func envelopeOf(msg *mail.Msg) (env envelope, ok bool) {
+	if from := msg.GetAddrHeader(mail.HeaderEnvelopeFrom); len(from) > 0 {
+		env.from = from[0]
+	} else if from := msg.GetAddrHeader(mail.HeaderFrom); len(from) > 0 {
+		env.from = from[0]
+	} else {
+		return envelope{}, false
+	}
+	n := 0
+	for _, h := range [...]mail.AddrHeader{mail.HeaderTo, mail.HeaderCc, mail.HeaderBcc} {
+		for _, a := range msg.GetAddrHeader(h) {
+			env.rcpt = a
+			n++
+		}
+	}
+	return env, n == 1
+}
+
+// appendPath appends a's address as go-mail writes it in MAIL FROM and RCPT TO: "<local@domain>",
+// with the local part quoted where RFC 5322 needs it (net/mail's Address.String without the
+// name). ok is false for an address holding CR or LF, which go-mail refuses with its own error.
+func appendPath(b []byte, a *netmail.Address) ([]byte, bool) {
+	if plainAddress(a.Address) {
+		return append(append(append(b, '<'), a.Address...), '>'), true
+	}
+	path := (&netmail.Address{Address: a.Address}).String()
+	if strings.ContainsAny(path, "\r\n") {
+		return b, false
+	}
+	return append(b, path...), true
+}
+
+// errUnpipelinable stops pipelinedTransaction, with nothing written, for an envelope that
+// go-mail's own path must refuse.
+var errUnpipelinable = errors.New("smtp: envelope address with a line break")
+
+// pipelinedTransaction writes into buf, and returns, one message's pipelined transaction: its MAIL
+// FROM and RCPT TO commands, BDAT with the content's size and LAST, then the content (see
+// deliverPipelined).
+func pipelinedTransaction(buf *bytes.Buffer, msg *mail.Msg, env envelope, smtputf8 bool) ([]byte, error) {
+	var cmds [256]byte
+	head := append(cmds[:0], "MAIL FROM:"...)
+	head, ok := appendPath(head, env.from)
+	if !ok {
+		return nil, errUnpipelinable
+	}
+	head = append(head, " BODY=8BITMIME"...)
+	if smtputf8 {
+		head = append(head, " SMTPUTF8"...)
+	}
+	head = append(head, "\r\nRCPT TO:"...)
+	if head, ok = appendPath(head, env.rcpt); !ok {
+		return nil, errUnpipelinable
+	}
+	head = append(head, "\r\n"...)
+
+	// The commands go in front of the content once its size is known: reserve room for them.
+	const bdatMax = len("BDAT 18446744073709551615 LAST\r\n")
+	reserve := len(head) + bdatMax
+	buf.Reset()
+	for n := reserve; n > 0; n -= min(n, len(reservePad)) {
+		buf.WriteString(reservePad[:min(n, len(reservePad))])
+	}
+	// go-mail writes CRLF line ends itself (headers, multipart delimiters, quoted-printable and
+	// base64 lines), so the message goes straight into buf and is checked for a bare LF after;
+	// only content that has one, such as an unencoded part, is copied again with CRLF.
+	if _, err := msg.WriteTo(buf); err != nil {
+		return nil, fmt.Errorf("smtp: write message: %w", err)
+	}
+	if i := bareLF(buf.Bytes()[reserve:], false); i >= 0 {
+		rest := bytes.Clone(buf.Bytes()[reserve+i:])
+		buf.Truncate(reserve + i)
+		cw := crlfWriter{b: buf}
+		_, _ = cw.Write(rest)
+	}
+	endLine(buf, reserve)
+	head = append(head, "BDAT "...)
+	head = strconv.AppendInt(head, int64(buf.Len()-reserve), 10)
+	head = append(head, " LAST\r\n"...)
+	payload := buf.Bytes()[reserve-len(head):]
+	copy(payload, head)
+	return payload, nil
+}
+
 // reservePad fills the room reserved for a pipelined transaction's commands.
 const reservePad = "                                                                "
 
 // crlfWriter copies a message into b with every line ending CRLF, as textproto's DATA writer
 // sends it.
 type crlfWriter struct {
-	b     *bytes.Buffer
-	start int  // where the message starts in b
-	cr    bool // the last byte written was CR
+	b  *bytes.Buffer
+	cr bool // the last byte written was CR
 }
 
 func (w *crlfWriter) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
+		i := bareLF(p, w.cr)
 		if i < 0 {
 			w.b.Write(p)
 			w.cr = p[len(p)-1] == '\r'
 			break
 		}
-		cr := w.cr
-		if i > 0 {
-			cr = p[i-1] == '\r'
-		}
 		w.b.Write(p[:i])
-		if !cr {
-			w.b.WriteByte('\r')
-		}
-		w.b.WriteByte('\n')
+		w.b.WriteString("\r\n")
 		w.cr = false
 		p = p[i+1:]
 	}
 	return n, nil
 }
 
-// end terminates the last line, as the DATA writer's Close does.
-func (w *crlfWriter) end() {
-	b := w.b.Bytes()[w.start:]
+// bareLF returns the index of the first LF in p that does not follow a CR, or -1; cr tells
+// whether the byte before p was a CR.
+func bareLF(p []byte, cr bool) int {
+	for off := 0; ; {
+		i := bytes.IndexByte(p[off:], '\n')
+		if i < 0 {
+			return -1
+		}
+		i += off
+		if i == 0 && !cr || i > 0 && p[i-1] != '\r' {
+			return i
+		}
+		off = i + 1
+	}
+}
+
+// endLine terminates the last line of the message that starts at start in b, as the DATA
+// writer's Close does.
+func endLine(b *bytes.Buffer, start int) {
+	m := b.Bytes()[start:]
 	switch {
-	case len(b) == 0 || b[len(b)-1] == '\n':
-	case b[len(b)-1] == '\r':
-		w.b.WriteByte('\n')
+	case len(m) == 0 || m[len(m)-1] == '\n':
+	case m[len(m)-1] == '\r':
+		b.WriteByte('\n')
 	default:
-		w.b.WriteString("\r\n")
+		b.WriteString("\r\n")
 	}
 }
 

@@ -60,19 +60,28 @@ func (r Rendered) WithLinks(l Links) Rendered {
 		})
 	}
 	if hasPlaceholder(r.HTML) {
-		escaped := make([]string, len(lines))
-		for i, line := range lines {
-			escaped[i] = html.EscapeString(line)
-		}
 		r.HTML = replacePlaceholders(r.HTML, [4]string{
 			html.EscapeString(l.Unsubscribe), html.EscapeString(l.Preferences), html.EscapeString(l.ViewOnline),
-			strings.Join(escaped, "<br>"),
+			addressHTML(lines),
 		})
 	}
 	if hasPlaceholder(r.Text) {
 		r.Text = replacePlaceholders(r.Text, [4]string{l.Unsubscribe, l.Preferences, l.ViewOnline, strings.Join(lines, "\n")})
 	}
 	return r
+}
+
+// addressHTML is the address's lines HTML-escaped and joined with <br>. A one-line address, the
+// common case, is escaped without building anything more.
+func addressHTML(lines []string) string {
+	if len(lines) == 1 {
+		return html.EscapeString(lines[0])
+	}
+	escaped := make([]string, len(lines))
+	for i, line := range lines {
+		escaped[i] = html.EscapeString(line)
+	}
+	return strings.Join(escaped, "<br>")
 }
 
 // placeholders in the order of the values replacePlaceholders takes.
@@ -123,6 +132,13 @@ func hasPlaceholder(s string) bool {
 
 // addressLines splits a postal address into its non-empty lines, each trimmed.
 func addressLines(addr string) []string {
+	if !strings.ContainsAny(addr, "\r\n") {
+		// One line, as a campaign's address usually is: no copy with the line breaks unified.
+		if line := strings.TrimSpace(addr); line != "" {
+			return []string{line}
+		}
+		return nil
+	}
 	var out []string
 	for line := range strings.Lines(strings.ReplaceAll(addr, "\r", "\n")) {
 		if line = strings.TrimSpace(line); line != "" {

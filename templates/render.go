@@ -22,6 +22,8 @@ type Compiled struct {
 	html    *htmltemplate.Template // nil when the version has no HTML part
 	text    *texttemplate.Template // nil when the text part is generated from the HTML
 	fast    *presanitized          // nil when the HTML is sanitised at every render
+	// The flat forms of the parts that have one (see flatTemplate); nil otherwise.
+	flatSubject, flatText, flatFastHTML, flatFastText *flatTemplate
 	// bufs holds output buffers between renders: a campaign renders the same parts for every
 	// recipient, and growing a fresh buffer to a newsletter's size each time was most of a
 	// render's allocation.
@@ -48,6 +50,17 @@ func Compile(t Template) (*Compiled, error) {
 	}
 	if c.html == nil && c.text == nil {
 		return nil, &PartError{Part: "html", Err: errors.New("html or text is required")}
+	}
+	c.flatSubject = flatOf(c.subject.Tree, nil)
+	if c.text != nil {
+		c.flatText = flatOf(c.text.Tree, nil)
+	}
+	if c.fast != nil {
+		// The fast HTML template was escaped when presanitize checked it: its tree is final.
+		c.flatFastHTML = flatOf(c.fast.html.Tree, c.fast.finishers)
+		if c.fast.text != nil {
+			c.flatFastText = flatOf(c.fast.text.Tree, c.fast.finishers)
+		}
 	}
 	return &c, nil
 }
@@ -99,20 +112,22 @@ func (c *Compiled) Presanitized() bool { return c.fast != nil }
 // (ErrSubjectLineBreak), the HTML is sanitised, and a missing text part is generated from the
 // sanitised HTML. Errors are *PartError naming the part.
 func (c *Compiled) Render(data map[string]any) (Rendered, error) {
-	return c.render(normalizeMap(data))
+	return c.render(&renderData{m: normalizeMap(data)})
 }
 
 // RenderContact is Render for the data {"contact": ContactData(contact)}, what a campaign
-// renders for each recipient. ContactData's map is already normalised, so it is not copied again.
+// renders for each recipient. ContactData's map is already normalised, so it is not copied again,
+// and it is built only if a part must run its template: flat parts read the contact's fields
+// (see renderData).
 func (c *Compiled) RenderContact(contact contacts.Contact) (Rendered, error) {
-	return c.render(map[string]any{"contact": ContactData(contact)})
+	return c.render(&renderData{contact: &contact})
 }
 
 // render is Render for data already normalised.
-func (c *Compiled) render(data map[string]any) (Rendered, error) {
+func (c *Compiled) render(data *renderData) (Rendered, error) {
 	var out Rendered
 	var err error
-	if out.Subject, err = c.execute("subject", c.subject, data); err != nil {
+	if out.Subject, err = c.run("subject", c.subject, c.flatSubject, data); err != nil {
 		return Rendered{}, err
 	}
 	if strings.ContainsAny(out.Subject, "\r\n") {
@@ -124,11 +139,11 @@ func (c *Compiled) render(data map[string]any) (Rendered, error) {
 		// Any failure of the fast template, a value the sanitiser would change (errDeopt) as
 		// much as a missing key, is left to the template as written, which reports errors
 		// against the source the author wrote.
-		out.HTML, err = c.execute("html", c.fast.html, data)
+		out.HTML, err = c.run("html", c.fast.html, c.flatFastHTML, data)
 		fast = err == nil
 	}
 	if c.html != nil && !fast {
-		html, err := c.execute("html", c.html, data)
+		html, err := c.execute("html", c.html, data.data())
 		if err != nil {
 			return Rendered{}, err
 		}
@@ -136,11 +151,11 @@ func (c *Compiled) render(data map[string]any) (Rendered, error) {
 	}
 	switch {
 	case c.text != nil:
-		if out.Text, err = c.execute("text", c.text, data); err != nil {
+		if out.Text, err = c.run("text", c.text, c.flatText, data); err != nil {
 			return Rendered{}, err
 		}
 	case fast && c.fast.text != nil:
-		if out.Text, err = c.execute("text", c.fast.text, data); err == nil {
+		if out.Text, err = c.run("text", c.fast.text, c.flatFastText, data); err == nil {
 			out.Text = strings.TrimSpace(out.Text)
 			break
 		}
@@ -149,6 +164,17 @@ func (c *Compiled) render(data map[string]any) (Rendered, error) {
 		out.Text = TextFromHTML(out.HTML)
 	}
 	return out, nil
+}
+
+// run executes a part: through its flat form when it has one and that gives the output, else
+// through the template, which also reports any error.
+func (c *Compiled) run(part string, t executor, flat *flatTemplate, data *renderData) (string, error) {
+	if flat != nil {
+		if out, ok := flat.execute(data); ok {
+			return out, nil
+		}
+	}
+	return c.execute(part, t, data.data())
 }
 
 // TextFromHTML makes the plain-text alternative of an HTML body: paragraphs and line breaks kept,
