@@ -42,6 +42,18 @@ type Outcome struct {
 // DefaultMaxGroup bounds how many outcomes one statement writes.
 const DefaultMaxGroup = 512
 
+// DefaultLinger is OutcomeWriter.Linger's default. Under load the senders' outcomes arrive in
+// bursts, a few per statement (7.5 on average in BenchmarkCampaignSend100k with 32 senders); a
+// millisecond lets the hand-offs under way join the statement: there, about half as many
+// statements (transactions per message 0.06 against 0.11-0.12) and some 0.005 ms less
+// PostgreSQL CPU per message, while a sender waits at most that much longer before its next
+// hand-off.
+const DefaultLinger = time.Millisecond
+
+// lingerAfter is the previous group's size from which the writer lingers: a sign that several
+// senders are busy, so that waiting gathers outcomes rather than just delaying one.
+const lingerAfter = 4
+
 // ErrWriterClosed is returned by Write after Close.
 var ErrWriterClosed = errors.New("outcome writer closed")
 
@@ -54,6 +66,10 @@ type OutcomeWriter struct {
 	DB       db.Querier
 	Logger   *slog.Logger
 	MaxGroup int // default DefaultMaxGroup
+	// Linger is how long the writer waits for more outcomes before a statement when the previous
+	// one wrote at least lingerAfter, so a lone sender never waits (default DefaultLinger;
+	// negative: never).
+	Linger time.Duration
 
 	once    sync.Once
 	mu      sync.RWMutex // guards closed against sends on reqs
@@ -82,6 +98,9 @@ func (w *OutcomeWriter) start() {
 			max = DefaultMaxGroup
 		}
 		w.MaxGroup = max
+		if w.Linger == 0 {
+			w.Linger = DefaultLinger
+		}
 		w.reqs = make(chan *pendingOutcome, max)
 		w.stopped = make(chan struct{})
 		go w.run()
@@ -153,24 +172,50 @@ func (w *OutcomeWriter) run() {
 	defer close(w.stopped)
 	group := make([]*pendingOutcome, 0, w.MaxGroup)
 	var cols outcomeColumns
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	last := 0 // the size of the previous group
 	for p := range w.reqs {
 		group = append(group[:0], p)
-	drain:
-		for len(group) < w.MaxGroup {
-			select {
-			case p, ok := <-w.reqs:
-				if !ok {
-					break drain
+		w.drain(&group)
+		if d := w.Linger; d > 0 && last >= lingerAfter && len(group) < w.MaxGroup {
+			// Busy: outcomes arrive while a statement runs. Give the senders whose hand-offs
+			// are under way a moment to join this statement instead of the next.
+			linger.Reset(d)
+		wait:
+			for len(group) < w.MaxGroup {
+				select {
+				case p, ok := <-w.reqs:
+					if !ok {
+						break wait
+					}
+					group = append(group, p)
+				case <-linger.C:
+					break wait
 				}
-				group = append(group, p)
-			default:
-				break drain
 			}
+			linger.Stop()
 		}
+		last = len(group)
 		err := w.flush(&cols, group)
 		for _, p := range group {
 			p.err = err
 			close(p.done)
+		}
+	}
+}
+
+// drain adds to group what is queued now, up to MaxGroup.
+func (w *OutcomeWriter) drain(group *[]*pendingOutcome) {
+	for len(*group) < w.MaxGroup {
+		select {
+		case p, ok := <-w.reqs:
+			if !ok {
+				return
+			}
+			*group = append(*group, p)
+		default:
+			return
 		}
 	}
 }

@@ -715,3 +715,100 @@ func TestOutcomeWriterGroups(t *testing.T) {
 		t.Errorf("write after close: %v", err)
 	}
 }
+
+// TestOutcomeWriterLinger: after a busy statement (lingerAfter outcomes or more) the writer waits
+// up to Linger for more before the next one, so outcomes submitted a little apart share it; after
+// a quiet one it writes a lone outcome at once.
+func TestOutcomeWriterLinger(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := sendSetup(t, sendOpts{})
+	var ids []int64
+	for i := range 9 {
+		ids = append(ids, b.contact(t, fmt.Sprintf("u%d@example.com", i), "U", false))
+	}
+	c := b.campaign(t, campaignOpts{})
+	first, _ := b.recipients(t, c, ids)
+	if _, err := b.pool.Exec(ctx, `UPDATE campaign_recipients SET status = 'sending', attempts = 1 WHERE campaign_id = $1`, c); err != nil {
+		t.Fatal(err)
+	}
+	outcome := func(i int) campaigns.Outcome {
+		return campaigns.Outcome{RecipientID: first + int64(i), Attempt: 1, Status: "sent", MessageID: fmt.Sprintf("m%d@x", i),
+			SMTPCode: 250, SMTPReply: "250 ok", SentAt: time.Now()}
+	}
+	w := &campaigns.OutcomeWriter{DB: b.pool, Linger: time.Second}
+	defer w.Close()
+
+	// Quiet: a lone outcome is written at once.
+	start := time.Now()
+	if ok, err := w.Write(ctx, outcome(0)); err != nil || !ok {
+		t.Fatalf("write: %v %v", ok, err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("a lone outcome took %s: the writer lingered without load", d)
+	}
+
+	// Busy: a row lock holds the first statement while five more outcomes queue; they make the
+	// second statement, a group of five.
+	lock, err := b.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.Exec(ctx, `SELECT 1 FROM campaign_recipients WHERE id = $1 FOR UPDATE`, first+1); err != nil {
+		t.Fatal(err)
+	}
+	blocked, err := w.Submit(ctx, outcome(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var waiting bool
+		if err := b.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
+				AND wait_event_type = 'Lock' AND query LIKE '%UPDATE campaign_recipients r SET%')`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first statement never waited for the row lock")
+		}
+	}
+	var queued []campaigns.PendingOutcome
+	for i := 2; i < 7; i++ {
+		p, err := w.Submit(ctx, outcome(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		queued = append(queued, p)
+	}
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range append(queued, blocked) {
+		if ok, err := p.Wait(ctx); err != nil || !ok {
+			t.Fatalf("queued outcome: %v %v", ok, err)
+		}
+	}
+	groups, written := w.Stats()
+	if groups != 3 || written != 7 {
+		t.Fatalf("before the lingering statement: %d statements for %d outcomes, want 3 for 7", groups, written)
+	}
+
+	// After the group of five, the next statement waits: an outcome submitted 100 ms after the
+	// first joins it.
+	p, err := w.Submit(ctx, outcome(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if ok, err := w.Write(ctx, outcome(8)); err != nil || !ok {
+		t.Fatalf("second lingering outcome: %v %v", ok, err)
+	}
+	if ok, err := p.Wait(ctx); err != nil || !ok {
+		t.Fatalf("lingering outcome: %v %v", ok, err)
+	}
+	if groups, written := w.Stats(); groups != 4 || written != 9 {
+		t.Errorf("%d statements for %d outcomes, want 4 for 9: the writer did not linger after a busy statement", groups, written)
+	}
+}

@@ -116,7 +116,7 @@ func Default() Config {
 		CampaignWorkers:  8,
 		CampaignBatch:    500,
 		CampaignLease:    time.Minute,
-		CampaignParallel: 4,
+		CampaignParallel: 8,
 		CampaignSweep:    30 * time.Second,
 
 		RetentionOptedOutDays:      30,
