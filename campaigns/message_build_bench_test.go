@@ -56,8 +56,11 @@ func BenchmarkCampaignMessageBuild(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		view := campaigns.ViewURL(list.BaseURL, keys.SignIDs("herald/view/v1", ws, campaign, id))
-		out = out.WithLinks(templates.Links{Unsubscribe: unsub, Preferences: unsub, ViewOnline: view, PostalAddress: "1 Main Street, Springfield"})
+		links := templates.Links{Unsubscribe: unsub, Preferences: unsub, PostalAddress: "1 Main Street, Springfield"}
+		if strings.Contains(out.HTML, templates.PlaceholderViewOnline) || strings.Contains(out.Text, templates.PlaceholderViewOnline) {
+			links.ViewOnline = campaigns.ViewURL(list.BaseURL, keys.SignIDs("herald/view/v1", ws, campaign, id)) // as build: only when printed
+		}
+		out = out.WithLinks(links)
 		if !strings.Contains(out.HTML, html.EscapeString(unsub)) || !strings.Contains(out.Text, unsub) {
 			b.Fatal("no unsubscribe link")
 		}

@@ -646,7 +646,11 @@ func (b *sendRun) build(ctx context.Context, r *claimedRecipient) (*gomail.Msg, 
 			return nil, fmt.Errorf("tracking: %w", err)
 		}
 	}
-	out = out.WithLinks(templates.Links{Unsubscribe: unsub, Preferences: unsub, ViewOnline: b.viewURL(r), PostalAddress: c.PostalAddress})
+	links := templates.Links{Unsubscribe: unsub, Preferences: unsub, PostalAddress: c.PostalAddress}
+	if usesViewOnline(out) {
+		links.ViewOnline = b.viewURL(r) // a signed token: computed only for a template that prints it
+	}
+	out = out.WithLinks(links)
 	if (out.HTML != "" && !strings.Contains(out.HTML, html.EscapeString(unsub))) || !strings.Contains(out.Text, unsub) {
 		return nil, errors.New("no_unsubscribe_link: the rendered message lacks the claimedRecipient's unsubscribe link")
 	}
@@ -661,6 +665,13 @@ func (b *sendRun) build(ctx context.Context, r *claimedRecipient) (*gomail.Msg, 
 		m.ReturnPath = b.w.ReturnPath(c.WorkspaceID, r.ID)
 	}
 	return c.List.Compose(m, token)
+}
+
+// usesViewOnline reports whether a rendered message holds the view-online placeholder, which
+// WithLinks replaces.
+func usesViewOnline(out templates.Rendered) bool {
+	return strings.Contains(out.HTML, templates.PlaceholderViewOnline) || strings.Contains(out.Text, templates.PlaceholderViewOnline) ||
+		strings.Contains(out.Subject, templates.PlaceholderViewOnline)
 }
 
 func sendTruncateReason(s string) string {
