@@ -23,10 +23,11 @@ import (
 // checkpointer are left out), and the worker's peak RSS (VmHWM).
 //
 // HERALD_BENCH_CAMPAIGN_WORKERS and HERALD_BENCH_CAMPAIGN_PARALLEL override the worker's
-// settings (defaults 8 and 8, Herald's own: in single runs on one afternoon, workers × parallel
-// 8×4 took 0.201 ms of CPU per message, 4×4 0.231, 8×8 0.168, 16×4 0.160, 16×8 0.178 and 8×16
-// 0.167: more senders than relay connections keep the two cores busy and the outcome groups
-// larger) for tuning runs, and
+// settings (defaults 8 and 16, Herald's own) for tuning runs. More senders than relay connections
+// (HERALD_SMTP_POOL, 32 here) keep the two cores busy and the outcome groups large: workers ×
+// parallel took, in CPU ms per message, 0.201 at 8×4 and 0.231 at 4×4 (single runs before the
+// outcome writer lingered), then in two alternating rounds 0.149/0.141 at 8×8, 0.164/0.152 at
+// 16×4, 0.145/0.137 at 16×8 and 0.143/0.135 at 8×16. And
 // HERALD_BENCH_CAMPAIGN_BATCH the recipients per batch job (default DefaultBatchSize, as the
 // fan-out plans them).
 // HERALD_BENCH_PPROF=FILE saves a CPU profile of the worker (HERALD_PPROF_ADDR) over the first
@@ -34,7 +35,7 @@ import (
 func BenchmarkCampaignSend100k(b *testing.B) {
 	const total = 100_000
 	workers := envOr("HERALD_BENCH_CAMPAIGN_WORKERS", "8")
-	parallel := envOr("HERALD_BENCH_CAMPAIGN_PARALLEL", "8")
+	parallel := envOr("HERALD_BENCH_CAMPAIGN_PARALLEL", "16")
 	batch, err := strconv.Atoi(envOr("HERALD_BENCH_CAMPAIGN_BATCH", strconv.Itoa(campaigns.DefaultBatchSize)))
 	if err != nil || batch < 1 {
 		b.Fatalf("HERALD_BENCH_CAMPAIGN_BATCH: %v", err)

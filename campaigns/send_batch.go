@@ -52,8 +52,9 @@ type SendBatchWorker struct {
 	Lease time.Duration
 	// RetryBase and RetryMax shape the backoff of a batch with deferred recipients.
 	RetryBase, RetryMax time.Duration
-	// Parallel is how many hand-offs of one batch run at once, each on its own relay
-	// connection (default 1: the batch goes over one connection in sequence).
+	// Parallel is how many senders of one batch run at once (default 1: the batch goes over one
+	// connection in sequence). Each hand-off takes a connection from the relay's pool, so
+	// senders beyond the pool's size wait for one with their next message already built.
 	Parallel int
 	// Tracking, if set, instruments the messages of recipients who allow tracking.
 	Tracking Tracker

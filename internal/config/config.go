@@ -74,7 +74,7 @@ type Config struct {
 	CampaignWorkers  int           // HERALD_CAMPAIGN_WORKERS: concurrent campaign jobs (send batches, fan-outs) per work process
 	CampaignBatch    int           // HERALD_CAMPAIGN_BATCH: recipients per send batch job
 	CampaignLease    time.Duration // HERALD_CAMPAIGN_LEASE: how long a batch's claim holds its recipients (renewed while it sends)
-	CampaignParallel int           // HERALD_CAMPAIGN_PARALLEL: hand-offs of one batch at once, each on its own relay connection
+	CampaignParallel int           // HERALD_CAMPAIGN_PARALLEL: hand-offs of one batch at once, on connections from the relay pool
 	CampaignSweep    time.Duration // HERALD_CAMPAIGN_SWEEP: interval of the campaign sweeper (stalled fan-outs, expired claims)
 
 	// Retention (consent/retention*.go): the policy of workspaces without their own, in days, and
@@ -116,7 +116,7 @@ func Default() Config {
 		CampaignWorkers:  8,
 		CampaignBatch:    500,
 		CampaignLease:    time.Minute,
-		CampaignParallel: 8,
+		CampaignParallel: 16,
 		CampaignSweep:    30 * time.Second,
 
 		RetentionOptedOutDays:      30,

@@ -116,7 +116,7 @@ func TestFromEnv(t *testing.T) {
 	}
 	if c.DatabaseURL != "postgres://from-file/herald" || c.Workers != 8 || c.RetryBase != time.Second ||
 		c.BaseURL != "https://mail.acme.example" || c.MessageIDDomain != "mail.acme.example" || c.SMTP.Port != 1025 ||
-		c.InboundDomain != "mail.acme.example" || c.MarketingWorkers != 6 || c.CampaignWorkers != 8 || c.CampaignParallel != 8 {
+		c.InboundDomain != "mail.acme.example" || c.MarketingWorkers != 6 || c.CampaignWorkers != 8 || c.CampaignParallel != 16 {
 		t.Errorf("config = %+v", c)
 	}
 	if c, err := config.FromEnv(env(map[string]string{"DATABASE_URL": "x"})); err != nil || c.InboundDomain != "localhost" {
