@@ -652,6 +652,23 @@ func TestSendBatchThrottle(t *testing.T) {
 	}
 }
 
+// claimedRecipients makes n contacts, a campaign with them as recipients held by a claim
+// (status sending, attempt 1), and returns the contacts and the first recipient's id (the others
+// follow it).
+func (b *sendBundle) claimedRecipients(t *testing.T, n int) ([]int64, int64) {
+	t.Helper()
+	var ids []int64
+	for i := range n {
+		ids = append(ids, b.contact(t, fmt.Sprintf("u%d@example.com", i), "U", false))
+	}
+	c := b.campaign(t, campaignOpts{})
+	first, _ := b.recipients(t, c, ids)
+	if _, err := b.pool.Exec(context.Background(), `UPDATE campaign_recipients SET status = 'sending', attempts = 1 WHERE campaign_id = $1`, c); err != nil {
+		t.Fatal(err)
+	}
+	return ids, first
+}
+
 // TestOutcomeWriterGroups: outcomes written at once from many goroutines share statements, each
 // caller returns once its row is committed, and an outcome of a claim that lost its row is not
 // applied.
@@ -659,15 +676,7 @@ func TestOutcomeWriterGroups(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := sendSetup(t, sendOpts{})
-	var ids []int64
-	for i := range 200 {
-		ids = append(ids, b.contact(t, fmt.Sprintf("u%d@example.com", i), "U", false))
-	}
-	c := b.campaign(t, campaignOpts{})
-	first, _ := b.recipients(t, c, ids)
-	if _, err := b.pool.Exec(ctx, `UPDATE campaign_recipients SET status = 'sending', attempts = 1 WHERE campaign_id = $1`, c); err != nil {
-		t.Fatal(err)
-	}
+	ids, first := b.claimedRecipients(t, 200)
 	w := &campaigns.OutcomeWriter{DB: b.pool}
 	defer w.Close()
 	var wg sync.WaitGroup
@@ -723,15 +732,7 @@ func TestOutcomeWriterLinger(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := sendSetup(t, sendOpts{})
-	var ids []int64
-	for i := range 9 {
-		ids = append(ids, b.contact(t, fmt.Sprintf("u%d@example.com", i), "U", false))
-	}
-	c := b.campaign(t, campaignOpts{})
-	first, _ := b.recipients(t, c, ids)
-	if _, err := b.pool.Exec(ctx, `UPDATE campaign_recipients SET status = 'sending', attempts = 1 WHERE campaign_id = $1`, c); err != nil {
-		t.Fatal(err)
-	}
+	_, first := b.claimedRecipients(t, 9)
 	outcome := func(i int) campaigns.Outcome {
 		return campaigns.Outcome{RecipientID: first + int64(i), Attempt: 1, Status: "sent", MessageID: fmt.Sprintf("m%d@x", i),
 			SMTPCode: 250, SMTPReply: "250 ok", SentAt: time.Now()}
