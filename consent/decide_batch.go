@@ -16,9 +16,9 @@ type BatchRecipient struct {
 // decideBatchSQL reads, in one round trip, every recipient's suppression entry and consent state
 // for the purpose, and whether its message may be tracked (trackingRuleSQL). It runs after the
 // batch's contacts' consent locks are held (shared), so its snapshot, taken when it starts,
-// already includes any withdrawal committed before them. Its plan relies on statistics: right after a bulk load,
-// before autovacuum has analysed consent_state, the planner may take the table for empty and
-// scan a workspace's consent rows per batch.
+// already includes any withdrawal committed before them. Its plan relies on statistics: right
+// after a bulk load, before autovacuum has analysed consent_state, the planner may take the table
+// for empty and hash a workspace's consent rows per batch.
 const decideBatchSQL = `
 	WITH ` + trackingModeCTE + `
 	SELECT r.i, sp.reason, st.status, st.expires_at IS NOT NULL AND st.expires_at <= $3, c.restricted_at IS NOT NULL,
@@ -32,8 +32,7 @@ const decideBatchSQL = `
 
 // DecideBatch is Decide for a batch of marketing sends of one workspace and purpose, in one round
 // trip: decisions[i] answers rs[i], with Track (whether its message may be tracked) for each, and
-// refusals are counted in herald_consent_blocked_total. It
-// takes the consent lock of every contact of the batch in shared mode until tx ends (the lock
+// refusals are counted in herald_consent_blocked_total. It takes the consent lock of every contact of the batch in shared mode until tx ends (the lock
 // RecordAll takes exclusively, see LockContacts), so tx must stay open until the outcomes of the
 // batch's hand-offs are known: a withdrawal committed before this call is seen, and one
 // committed later waits for the batch.
