@@ -32,10 +32,10 @@ const decideBatchSQL = `
 
 // DecideBatch is Decide for a batch of marketing sends of one workspace and purpose, in one round
 // trip: decisions[i] answers rs[i], with Track (whether its message may be tracked) for each, and
-// refusals are counted in herald_consent_blocked_total. It takes the consent lock of every contact of the batch in shared mode until tx ends (the lock
-// RecordAll takes exclusively, see LockContacts), so tx must stay open until the outcomes of the
-// batch's hand-offs are known: a withdrawal committed before this call is seen, and one
-// committed later waits for the batch.
+// refusals are counted in herald_consent_blocked_total. It takes the consent lock of every
+// contact of the batch in shared mode until tx ends (the lock RecordAll takes exclusively, see
+// LockContacts), so tx must stay open until the outcomes of the batch's hand-offs are known: a
+// withdrawal committed before this call is seen, and one committed later waits for the batch.
 //
 // Unlike Decide's FOR SHARE row lock, an advisory lock writes nothing: the transaction gets no
 // transaction id, creates no multixacts, and so does not hold back the cleanup of the rows the
