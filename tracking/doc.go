@@ -5,9 +5,10 @@
 //
 // Tracking is a purpose of its own in the consent ledger (consent.TrackingPurpose), apart from
 // marketing consent: each workspace chooses opt-in (the default), opt-out or off, and each contact's
-// choice counts. The campaign send worker asks Tracker.Allowed for a whole batch inside its consent
-// transaction, and only for the recipients it allows calls Tracker.Instrument; the others' HTML
-// goes out untouched, with no pixel and their original links.
+// choice counts. The campaign send worker's consent query answers it for each recipient of a
+// group, inside the group's consent transaction (consent.Decision.Track, the rule
+// consent.TrackingAllowed also applies), and only for the recipients it allows calls
+// Tracker.Instrument; the others' HTML goes out untouched, with no pixel and their original links.
 //
 // Instrument walks the rendered HTML with golang.org/x/net/html's tokenizer and replaces the href
 // of each <a> and <area> holding an absolute http(s) URL with BASE/t/c/TOKEN, and adds the pixel
