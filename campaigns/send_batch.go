@@ -376,7 +376,7 @@ func (b *sendRun) sendLoop(ctx context.Context, next <-chan *claimedRecipient) {
 		if b.lost(r) {
 			continue // its lease expired and another job claimed it
 		}
-		msg, fail := b.build(ctx, r)
+		msg, fail := b.compose(ctx, r)
 		wait()
 		if b.stopped() {
 			return
@@ -631,20 +631,20 @@ func (b *sendRun) messageID(r *claimedRecipient) string {
 	return r.messageID
 }
 
-// build renders the claimedRecipient's message with their own links and composes it. A message whose
+// compose renders the claimedRecipient's message with their own links and composes it. A message whose
 // rendered parts lack the claimedRecipient's unsubscribe link is refused: scheduling checks the
 // template, and this makes sure no marketing message leaves without the link whatever the data.
-func (b *sendRun) build(ctx context.Context, r *claimedRecipient) (*gomail.Msg, error) {
+func (b *sendRun) compose(ctx context.Context, r *claimedRecipient) (mailer.Composed, error) {
 	c := b.c
 	token := b.w.Consent.Keys.Token(consent.Recipient{WorkspaceID: c.WorkspaceID, ContactID: r.ContactID, PurposeID: c.PurposeID})
 	unsub := c.List.UnsubscribeURL(token)
 	out, err := c.Template.RenderContact(*r.Contact)
 	if err != nil {
-		return nil, fmt.Errorf("render: %w", err)
+		return mailer.Composed{}, fmt.Errorf("render: %w", err)
 	}
 	if r.Track && out.HTML != "" {
 		if out.HTML, err = b.w.Tracking.Instrument(ctx, c.WorkspaceID, c.ID, r.ID, out.HTML); err != nil {
-			return nil, fmt.Errorf("tracking: %w", err)
+			return mailer.Composed{}, fmt.Errorf("tracking: %w", err)
 		}
 	}
 	links := templates.Links{Unsubscribe: unsub, Preferences: unsub, PostalAddress: c.PostalAddress}
@@ -653,7 +653,7 @@ func (b *sendRun) build(ctx context.Context, r *claimedRecipient) (*gomail.Msg, 
 	}
 	out = out.WithLinks(links)
 	if (out.HTML != "" && !strings.Contains(out.HTML, html.EscapeString(unsub))) || !strings.Contains(out.Text, unsub) {
-		return nil, errors.New("no_unsubscribe_link: the rendered message lacks the claimedRecipient's unsubscribe link")
+		return mailer.Composed{}, errors.New("no_unsubscribe_link: the rendered message lacks the claimedRecipient's unsubscribe link")
 	}
 	contactID := r.ContactID
 	m := &mailer.Message{
@@ -666,6 +666,12 @@ func (b *sendRun) build(ctx context.Context, r *claimedRecipient) (*gomail.Msg, 
 		m.ReturnPath = b.w.ReturnPath(c.WorkspaceID, r.ID)
 	}
 	return c.List.Compose(m, token)
+}
+
+// build is compose's message without the signed bytes, for the view-online page.
+func (b *sendRun) build(ctx context.Context, r *claimedRecipient) (*gomail.Msg, error) {
+	m, err := b.compose(ctx, r)
+	return m.Msg, err
 }
 
 // usesViewOnline reports whether a rendered message holds the view-online placeholder, which

@@ -7,8 +7,6 @@ import (
 	"net/url"
 	"strings"
 
-	gomail "github.com/wneessen/go-mail"
-
 	"herald/consent"
 )
 
@@ -80,13 +78,14 @@ func (l *CampaignList) UnsubscribeURL(token string) string {
 // marketing message (see compose): List-Unsubscribe (https and mailto from token),
 // List-Unsubscribe-Post, List-Id, the visible unsubscribe footer and the DKIM signature. m.Stream
 // is set to marketing; m.MessageID should be derived from the campaign and the recipient, so that a
-// resend after a crash carries the same one. Check must have succeeded before.
-func (l *CampaignList) Compose(m *Message, token string) (*gomail.Msg, error) {
+// resend after a crash carries the same one. Check must have succeeded before. Hand the result to
+// a Transport as it is: a signed message is sent as the bytes that were signed.
+func (l *CampaignList) Compose(m *Message, token string) (Composed, error) {
 	if l.listID == "" {
-		return nil, errors.New("campaign compose: CampaignList.Check was not called")
+		return Composed{}, errors.New("campaign compose: CampaignList.Check was not called")
 	}
 	if token == "" {
-		return nil, fmt.Errorf("campaign compose: marketing message %s without an unsubscribe token", m.ID)
+		return Composed{}, fmt.Errorf("campaign compose: marketing message %s without an unsubscribe token", m.ID)
 	}
 	m.Stream = StreamMarketing
 	list := newListInfo(l.BaseURL, l.InboundDomain, token, l.listID)

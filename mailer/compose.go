@@ -22,12 +22,13 @@ type composeOpts struct {
 // compose builds the MIME message for m: its fixed Message-ID, plain text with an HTML
 // alternative, and the client's allow-listed headers. A marketing message also gets
 // List-Unsubscribe (https and mailto), List-Unsubscribe-Post, List-Id and a visible unsubscribe
-// link in each part. Last, the message is DKIM-signed when its From domain has a key.
+// link in each part. Last, the message is DKIM-signed when its From domain has a key: the result
+// then holds the signed bytes, which the relay sends without writing the message again.
 //
 // A campaign composes one message per recipient, so this is on the worker's hot path: it hands
 // go-mail values it would otherwise parse or format again (see plainAddress, the Message-ID and
 // oneClick), and the same bytes result.
-func compose(m *Message, o composeOpts) (*gomail.Msg, error) {
+func compose(m *Message, o composeOpts) (Composed, error) {
 	// No User-Agent and X-Mailer: go-mail would name itself and its version in every message,
 	// which tells nothing to a recipient and advertises the library to anyone probing for it.
 	msg := gomail.NewMsg(gomail.WithNoDefaultUserAgent())
@@ -41,13 +42,13 @@ func compose(m *Message, o composeOpts) (*gomail.Msg, error) {
 	}
 	sender, err := parseMailAddress(envelope)
 	if err != nil {
-		return nil, fmt.Errorf("compose: envelope sender: %w", err)
+		return Composed{}, fmt.Errorf("compose: envelope sender: %w", err)
 	}
 	msg.EnvelopeFromMailAddress(sender)
 	if m.ReplyTo != "" {
 		replyTo, err := parseMailAddress(m.ReplyTo)
 		if err != nil {
-			return nil, fmt.Errorf("compose: reply-to: %w", err)
+			return Composed{}, fmt.Errorf("compose: reply-to: %w", err)
 		}
 		msg.ReplyToMailAddress(replyTo)
 	}
@@ -64,7 +65,7 @@ func compose(m *Message, o composeOpts) (*gomail.Msg, error) {
 	text, htmlBody := m.Text, m.HTML
 	if m.Stream == StreamMarketing {
 		if o.List == nil {
-			return nil, fmt.Errorf("compose: marketing message %s without unsubscribe headers", m.ID)
+			return Composed{}, fmt.Errorf("compose: marketing message %s without unsubscribe headers", m.ID)
 		}
 		// go-mail writes both RFC 8058 fields and refuses a link that is not https; the plain
 		// http link of a loopback dev server (see oneClickBase) gets the same two fields, and so
@@ -77,7 +78,7 @@ func compose(m *Message, o composeOpts) (*gomail.Msg, error) {
 			}
 			msg.SetListUnsubscribePost()
 		} else if err := msg.SetListUnsubscribeOneClick(o.List.URL, o.List.Mailto); err != nil {
-			return nil, fmt.Errorf("compose: list-unsubscribe: %w", err)
+			return Composed{}, fmt.Errorf("compose: list-unsubscribe: %w", err)
 		}
 		msg.SetGenHeaderPreformatted("List-Id", o.List.ListID)
 		if text != "" || htmlBody == "" {
@@ -97,12 +98,13 @@ func compose(m *Message, o composeOpts) (*gomail.Msg, error) {
 		msg.SetBodyWriter(gomail.TypeTextPlain, writeString(text))
 	}
 	if err := attachAll(msg, m.Attachments); err != nil {
-		return nil, fmt.Errorf("compose: %w", err)
+		return Composed{}, fmt.Errorf("compose: %w", err)
 	}
-	if err := o.DKIM.sign(msg, m.From, o.Logger); err != nil {
-		return nil, fmt.Errorf("compose: %w", err)
+	c, err := o.DKIM.sign(msg, m.From, o.Logger)
+	if err != nil {
+		return Composed{}, fmt.Errorf("compose: %w", err)
 	}
-	return msg, nil
+	return c, nil
 }
 
 // listUnsubscribeValue is the List-Unsubscribe value SetListUnsubscribe(link, mailto) stores,

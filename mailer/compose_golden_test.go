@@ -24,14 +24,14 @@ func goldenMessages(t *testing.T) map[string]*gomail.Msg {
 	t.Helper()
 	at := time.Date(2026, 11, 3, 14, 5, 6, 0, time.FixedZone("", 3600))
 	out := map[string]*gomail.Msg{}
-	add := func(name string, msg *gomail.Msg, err error) {
+	add := func(name string, c Composed, err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 		// go-mail draws random multipart boundaries; a fixed one makes the bytes comparable.
-		msg.SetBoundary("golden-boundary-0123456789")
-		out[name] = msg
+		c.Msg.SetBoundary("golden-boundary-0123456789")
+		out[name] = c.Msg
 	}
 
 	list := &CampaignList{BaseURL: "https://herald.example", InboundDomain: "in.herald.example", Purpose: "news",
@@ -185,7 +185,7 @@ func TestOneClickShortCut(t *testing.T) {
 				if err != nil {
 					return "", err
 				}
-				msg.SetBoundary("b")
+				msg.Msg.SetBoundary("b")
 				var buf bytes.Buffer
 				if _, err := msg.WriteTo(&buf); err != nil {
 					return "", err

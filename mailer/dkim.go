@@ -117,42 +117,42 @@ func (d *DKIM) Domains() []string {
 	return out
 }
 
-// sign adds a DKIM-Signature to msg if the domain of its From address has a key. msg must be
-// complete: any later change to a signed field or the body breaks the signature.
+// sign DKIM-signs msg if the domain of its From address has a key, and returns it as a relay is
+// to send it; without a key it returns msg unsigned. msg must be complete: the relay sends the
+// bytes written here, and any later change to msg would not be sent.
 //
 // go-mail's own path (msg.SetDKIM, signing in WriteTo) cannot be used as it is: v0.8.1 folds the
 // signature's tag list inside a tag when one is longer than a line, and h= with the list above
 // always is; relaxed canonicalisation then turns the fold into a space that was not signed, and
 // every verifier rejects the signature. So the message is written once here, signed with go-mail's
-// signer, and the signature stored as a header with folds only where they are harmless. Writing
-// again gives the same bytes: the Date and Message-ID are fixed and go-mail keeps a message's
-// multipart boundaries once drawn.
-func (d *DKIM) sign(msg *gomail.Msg, fromAddress string, logger *slog.Logger) error {
+// signer, and the signature, folded only where that is harmless, goes in front of those same
+// bytes, as go-mail's own path would put it. The relay sends them without writing the message
+// again (see Composed).
+func (d *DKIM) sign(msg *gomail.Msg, fromAddress string, logger *slog.Logger) (Composed, error) {
 	if d == nil {
-		return nil
+		return Composed{Msg: msg}, nil
 	}
 	domain := strings.ToLower(fromAddress[strings.LastIndexByte(fromAddress, '@')+1:])
 	s := d.signers[domain]
 	if s == nil {
 		d.logUnsigned(domain, logger)
-		return nil
+		return Composed{Msg: msg}, nil
 	}
 	var buf bytes.Buffer
 	if _, err := msg.WriteTo(&buf); err != nil {
-		return fmt.Errorf("dkim sign: write message: %w", err)
+		return Composed{}, fmt.Errorf("dkim sign: write message: %w", err)
 	}
 	raw := buf.Bytes()
 	end := bytes.Index(raw, []byte("\r\n\r\n"))
 	if end < 0 {
-		return errors.New("dkim sign: message has no body")
+		return Composed{}, errors.New("dkim sign: message has no body")
 	}
 	signer := *s // Sign may write to its signer; a copy per message keeps concurrent sends apart
 	line, err := signer.Sign(raw[:end+2], raw[end+4:])
 	if err != nil {
-		return fmt.Errorf("dkim sign: %w", err)
+		return Composed{}, fmt.Errorf("dkim sign: %w", err)
 	}
-	msg.SetGenHeaderPreformatted("DKIM-Signature", refoldDKIM(line))
-	return nil
+	return Composed{Msg: msg, signature: "DKIM-Signature: " + refoldDKIM(line) + "\r\n", raw: raw}, nil
 }
 
 func (d *DKIM) logUnsigned(domain string, logger *slog.Logger) {

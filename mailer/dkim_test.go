@@ -89,14 +89,25 @@ func (k *dkimKeys) verify(raw []byte) ([]*dkim.Verification, error) {
 	})
 }
 
+// TestDKIMSignsMarketingAndTransactional checks the signatures of what the SMTP server received,
+// on both of the relay's paths: pipelined BDAT and DATA a command at a time.
 func TestDKIMSignsMarketingAndTransactional(t *testing.T) {
 	t.Parallel()
+	for _, noPipelining := range []bool{false, true} {
+		t.Run(fmt.Sprintf("noPipelining=%v", noPipelining), func(t *testing.T) {
+			t.Parallel()
+			testDKIMSigns(t, noPipelining)
+		})
+	}
+}
+
+func testDKIMSigns(t *testing.T, noPipelining bool) {
 	keys := newDKIMKeys(t)
 	d, err := mailer.LoadDKIM(keys.ed25519(t, "acme.example", "ed1") + ", " + keys.rsa(t, "rsa.example", "r2048", 2048))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := setup(t, setupOpts{dkim: d})
+	b := setup(t, setupOpts{dkim: d, noPipelining: noPipelining})
 	cs := seedContacts(t, b, b.wsA, "news", 2)
 	for i, from := range []string{"News <news@acme.example>", "news@rsa.example"} {
 		b.send(t, b.keyA, "m"+cs[i].Email, mustJSON(map[string]any{
@@ -189,26 +200,31 @@ func assertTamperingDetected(t *testing.T, keys *dkimKeys, from string, raw []by
 }
 
 // TestDKIMConcurrentSends signs many messages on several workers at once with one key: every
-// signature verifies (and -race sees no shared state written).
+// signature verifies (and -race sees no shared state written), on both relay paths.
 func TestDKIMConcurrentSends(t *testing.T) {
 	t.Parallel()
-	keys := newDKIMKeys(t)
-	d, err := mailer.LoadDKIM(keys.ed25519(t, "acme.example", "ed1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := setup(t, setupOpts{dkim: d, workers: 8, poolSize: 8})
-	cs := seedContacts(t, b, b.wsA, "news", 40)
-	enqueueMarketing(t, b, b.wsA, "news", cs)
-	msgs, err := b.smtp.WaitFor(waitCtx(t), len(cs))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range msgs {
-		vs, err := keys.verify(m.Raw)
-		if err != nil || len(vs) != 1 || vs[0].Err != nil {
-			t.Fatalf("message to %s does not verify: %v %v", m.To[0], err, vs)
-		}
+	for _, noPipelining := range []bool{false, true} {
+		t.Run(fmt.Sprintf("noPipelining=%v", noPipelining), func(t *testing.T) {
+			t.Parallel()
+			keys := newDKIMKeys(t)
+			d, err := mailer.LoadDKIM(keys.ed25519(t, "acme.example", "ed1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := setup(t, setupOpts{dkim: d, workers: 8, poolSize: 8, noPipelining: noPipelining})
+			cs := seedContacts(t, b, b.wsA, "news", 40)
+			enqueueMarketing(t, b, b.wsA, "news", cs)
+			msgs, err := b.smtp.WaitFor(waitCtx(t), len(cs))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range msgs {
+				vs, err := keys.verify(m.Raw)
+				if err != nil || len(vs) != 1 || vs[0].Err != nil {
+					t.Fatalf("message to %s does not verify: %v %v", m.To[0], err, vs)
+				}
+			}
+		})
 	}
 }
 

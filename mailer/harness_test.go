@@ -58,6 +58,7 @@ type setupOpts struct {
 	noConsentCheck bool
 	dbPool         int // database connections (default 20, HERALD_DB_POOL's default)
 	dkim           *mailer.DKIM
+	noPipelining   bool   // the relay sends DATA a command at a time (RelayOptions.NoPipelining)
 	baseURL        string // SendWorker.BaseURL (default testBaseURL)
 	// transport replaces the relay to the capture server (failover and outage tests).
 	transport mailer.Transport
@@ -90,6 +91,7 @@ func setup(t testing.TB, o setupOpts) *bundle {
 	relay, err := mailer.NewRelay(mailer.RelayOptions{
 		SMTP: config.SMTP{Host: "127.0.0.1", Port: b.smtp.Port(), TLS: config.TLSNone},
 		HELO: "test.local", Timeout: 5 * time.Second, Size: cmp.Or(o.poolSize, 4), Logger: logger,
+		NoPipelining: o.noPipelining,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -124,7 +124,7 @@ type SendResult struct {
 }
 
 // Send delivers msg. A nil error means the relay accepted it; otherwise the error is a *SendFailure.
-func (r *Relay) Send(ctx context.Context, msg *mail.Msg) (SendResult, error) {
+func (r *Relay) Send(ctx context.Context, msg Composed) (SendResult, error) {
 	select {
 	case r.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -178,18 +178,81 @@ type delivery struct {
 	broken    bool // the connection is not to be used again
 }
 
-// deliver runs one SMTP transaction for msg on sc: pipelined when the relay allows it, else
-// through go-mail, a command and its reply at a time.
-func (r *Relay) deliver(sc *smtp.Client, msg *mail.Msg) delivery {
+// deliver runs one SMTP transaction for msg on sc: pipelined when the relay allows it, else a
+// command and its reply at a time, through go-mail (deliverSigned for a signed message).
+func (r *Relay) deliver(sc *smtp.Client, msg Composed) delivery {
 	if r.pipeline {
 		if d, ok := r.deliverPipelined(sc, msg); ok {
 			return d
 		}
 	}
-	err := r.client.SendWithSMTPClient(sc, msg)
+	if msg.Signed() {
+		return r.deliverSigned(sc, msg)
+	}
+	err := r.client.SendWithSMTPClient(sc, msg.Msg)
 	// go-mail's errors do not say whether a reply came; a reused connection that fails without
 	// a reply code is taken for stale (see Send).
-	return delivery{delivered: msg.IsDelivered(), reply: msg.ServerResponse(), err: err}
+	return delivery{delivered: msg.Msg.IsDelivered(), reply: msg.Msg.ServerResponse(), err: err}
+}
+
+// deliverSigned sends a signed message as go-mail's SendWithSMTPClient would (the same envelope,
+// commands and DATA writer, RSET after a refused MAIL or RCPT), except that the content is the
+// bytes that were signed: go-mail would write the message again, at the cost of composing it.
+// As on go-mail's path, a failure without a reply is not marked answered (see Send).
+func (r *Relay) deliverSigned(sc *smtp.Client, msg Composed) delivery {
+	if !sc.HasConnection() {
+		return delivery{err: fmt.Errorf("smtp: %w", mail.ErrNoActiveConnection)}
+	}
+	if err := sc.UpdateDeadline(r.timeout); err != nil {
+		return delivery{err: fmt.Errorf("smtp: %w", err), broken: true}
+	}
+	if msg.Msg.Encoding() == mail.NoEncoding.String() {
+		if ok, _ := sc.Extension("8BITMIME"); !ok {
+			return delivery{err: &mail.SendError{Reason: mail.ErrNoUnencoded}}
+		}
+	}
+	from, err := msg.Msg.GetSender(false)
+	if err != nil {
+		return delivery{err: fmt.Errorf("smtp: %w", err)}
+	}
+	rcpts, err := msg.Msg.GetRecipients()
+	if err != nil {
+		return delivery{err: fmt.Errorf("smtp: %w", err)}
+	}
+	refused := func(step string, err error) delivery {
+		d := delivery{err: fmt.Errorf("smtp %s: %w", step, err)}
+		if rerr := sc.Reset(); rerr != nil {
+			d.broken = true
+		}
+		return d
+	}
+	if err := sc.Mail(from); err != nil {
+		return refused("MAIL FROM", err)
+	}
+	var rcptErr error
+	for _, rcpt := range rcpts {
+		if err := sc.Rcpt(rcpt); err != nil {
+			rcptErr = err // go-mail tries every recipient and reports the last refusal
+		}
+	}
+	if rcptErr != nil {
+		return refused("RCPT TO", rcptErr)
+	}
+	w, err := sc.Data()
+	if err != nil {
+		return delivery{err: fmt.Errorf("smtp DATA: %w", err)}
+	}
+	if _, err := msg.WriteTo(w); err != nil {
+		return delivery{err: fmt.Errorf("smtp: write message: %w", err)}
+	}
+	if err := w.Close(); err != nil {
+		return delivery{err: fmt.Errorf("smtp end of data: %w", err)}
+	}
+	var reply string
+	if dc, ok := w.(*smtp.DataCloser); ok {
+		reply = dc.ServerResponse()
+	}
+	return delivery{delivered: true, reply: reply}
 }
 
 // maxPooledBuffer is the largest transaction buffer kept for reuse.
@@ -206,13 +269,13 @@ const maxPooledBuffer = 1 << 20
 // so a refused command never turns the content into commands. The content is the bytes go-mail's
 // DATA writer would send, dot-stuffing aside: every bare LF becomes CRLF and the message ends
 // with CRLF.
-func (r *Relay) deliverPipelined(sc *smtp.Client, msg *mail.Msg) (delivery, bool) {
+func (r *Relay) deliverPipelined(sc *smtp.Client, msg Composed) (delivery, bool) {
 	for _, ext := range [...]string{"PIPELINING", "CHUNKING", "8BITMIME"} {
 		if ok, _ := sc.Extension(ext); !ok {
 			return delivery{}, false
 		}
 	}
-	env, ok := envelopeOf(msg)
+	env, ok := envelopeOf(msg.Msg)
 	if !ok {
 		return delivery{}, false
 	}
@@ -329,7 +392,7 @@ var errUnpipelinable = errors.New("smtp: envelope address with a line break")
 // pipelinedTransaction writes into buf, and returns, one message's pipelined transaction: its MAIL
 // FROM and RCPT TO commands, BDAT with the content's size and LAST, then the content (see
 // deliverPipelined).
-func pipelinedTransaction(buf *bytes.Buffer, msg *mail.Msg, env envelope, smtputf8 bool) ([]byte, error) {
+func pipelinedTransaction(buf *bytes.Buffer, msg Composed, env envelope, smtputf8 bool) ([]byte, error) {
 	var cmds [256]byte
 	head := append(cmds[:0], "MAIL FROM:"...)
 	head, ok := appendPath(head, env.from)
@@ -354,8 +417,9 @@ func pipelinedTransaction(buf *bytes.Buffer, msg *mail.Msg, env envelope, smtput
 		buf.WriteString(reservePad[:min(n, len(reservePad))])
 	}
 	// go-mail writes CRLF line ends itself (headers, multipart delimiters, quoted-printable and
-	// base64 lines), so the message goes straight into buf and is checked for a bare LF after;
-	// only content that has one, such as an unencoded part, is copied again with CRLF.
+	// base64 lines), so the message (a signed one as it was signed) goes straight into buf and is
+	// checked for a bare LF after; only content that has one, such as an unencoded part, is
+	// copied again with CRLF.
 	if _, err := msg.WriteTo(buf); err != nil {
 		return nil, fmt.Errorf("smtp: write message: %w", err)
 	}

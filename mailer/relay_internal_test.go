@@ -90,7 +90,7 @@ func newTransaction(t testing.TB, msg *gomail.Msg, smtputf8 bool) (string, bool)
 	}
 	var buf bytes.Buffer
 	buf.WriteString("left over from the previous message")
-	payload, err := pipelinedTransaction(&buf, msg, env, smtputf8)
+	payload, err := pipelinedTransaction(&buf, Composed{Msg: msg}, env, smtputf8)
 	if err == errUnpipelinable {
 		return "", false
 	}
@@ -228,7 +228,7 @@ func BenchmarkPipelinedTransaction(b *testing.B) {
 		var buf bytes.Buffer
 		for range b.N {
 			env, _ := envelopeOf(msg)
-			if _, err := pipelinedTransaction(&buf, msg, env, false); err != nil {
+			if _, err := pipelinedTransaction(&buf, Composed{Msg: msg}, env, false); err != nil {
 				b.Fatal(err)
 			}
 		}

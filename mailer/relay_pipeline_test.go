@@ -109,7 +109,7 @@ func TestRelayPipelinedMatchesStepwise(t *testing.T) {
 					m.AddAlternativeString(gomail.TypeTextHTML, tc.html)
 				}
 				before := srv.Count()
-				res, err := r.Send(context.Background(), m)
+				res, err := r.Send(context.Background(), mailer.Composed{Msg: m})
 				results[i] = res
 				if res.Code != tc.code || res.Enhanced != tc.enhanced || (err == nil) != (tc.code == 250) {
 					t.Fatalf("relay %d: %+v, %v; want code %d %q", i, res, err, tc.code, tc.enhanced)

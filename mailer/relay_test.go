@@ -17,7 +17,7 @@ import (
 	"herald/mailer"
 )
 
-func testMsg(t *testing.T) *gomail.Msg {
+func testMsg(t *testing.T) mailer.Composed {
 	t.Helper()
 	m := gomail.NewMsg()
 	if err := m.From("a@acme.example"); err != nil {
@@ -28,7 +28,7 @@ func testMsg(t *testing.T) *gomail.Msg {
 	}
 	m.Subject("relay")
 	m.SetBodyString(gomail.TypeTextPlain, "t")
-	return m
+	return mailer.Composed{Msg: m}
 }
 
 func TestRelayTLSPolicyAndAuth(t *testing.T) {

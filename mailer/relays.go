@@ -16,13 +16,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/wneessen/go-mail"
 )
 
 // Transport hands one message to SMTP. A *Relay (one relay) and a *Relays (several, with
-// failover) both are one; the send workers depend on this only.
+// failover) both are one; the send workers depend on this only. A signed message is sent as the
+// bytes that were signed (see Composed).
 type Transport interface {
-	Send(ctx context.Context, msg *mail.Msg) (SendResult, error)
+	Send(ctx context.Context, msg Composed) (SendResult, error)
 }
 
 var (
@@ -155,10 +155,11 @@ func NewRelays(opts []RelayOptions, logger *slog.Logger, metrics *RelayMetrics, 
 	return rs, nil
 }
 
-// Send delivers msg through the first relay that takes it. When no relay is available it
+// Send delivers msg through the first relay that takes it; each relay tried sends the same bytes
+// (a signed message is not signed again). When no relay is available it
 // returns at once, without dialling, a temporary failure wrapping ErrNoRelay: the message stays
 // unsent and non-final, and its job is retried later.
-func (rs *Relays) Send(ctx context.Context, msg *mail.Msg) (SendResult, error) {
+func (rs *Relays) Send(ctx context.Context, msg Composed) (SendResult, error) {
 	var (
 		tried []string // "host:port: reply" of each relay that failed this message
 		last  *SendFailure

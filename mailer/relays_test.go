@@ -120,7 +120,7 @@ func (s *switchable) hook(*smtpcapture.Message) error {
 	return nil
 }
 
-func idMsg(t testing.TB, i int) *gomail.Msg {
+func idMsg(t testing.TB, i int) mailer.Composed {
 	t.Helper()
 	m := gomail.NewMsg()
 	if err := m.From("a@acme.example"); err != nil {
@@ -132,7 +132,7 @@ func idMsg(t testing.TB, i int) *gomail.Msg {
 	m.Subject("relays")
 	m.SetMessageIDWithValue(fmt.Sprintf("%d.relays@herald.test", i))
 	m.SetBodyString(gomail.TypeTextPlain, "t")
-	return m
+	return mailer.Composed{Msg: m}
 }
 
 // sendAll sends messages first..first+n-1 one after another; each must be accepted.
