@@ -168,12 +168,16 @@ func (w *SendBatchWorker) Work(ctx context.Context, job *river.Job[SendBatchArgs
 	if err != nil {
 		return err
 	}
+	// The claims expire a lease after the claim statement starts (its now()): the batch counts
+	// from before it, never from when the rows arrived, so it never believes it holds a row the
+	// database already lets another job take.
+	claimed := time.Now()
 	rs, err := w.claim(ctx, a, c.WorkspaceID)
 	if err != nil {
 		return err
 	}
 	if len(rs) > 0 {
-		b := &sendRun{w: w, c: c, job: job, held: rs, deadline: time.Now().Add(w.lease())}
+		b := &sendRun{w: w, c: c, job: job, held: rs, deadline: claimed.Add(w.lease())}
 		if err := b.run(ctx); err != nil {
 			return err
 		}

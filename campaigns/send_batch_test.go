@@ -813,3 +813,60 @@ func TestOutcomeWriterLinger(t *testing.T) {
 		t.Errorf("%d statements for %d outcomes, want 4 for 9: the writer did not linger after a busy statement", groups, written)
 	}
 }
+
+// TestSendBatchLeaseCountsFromTheClaim: a batch's claims expire a lease after the claim statement
+// starts, however long the statement then takes; the batch must count its lease from then too, or
+// it hands off rows the database already lets another job take. Here a row lock holds the claim
+// for most of a 2 s lease: the batch must renew before its first hand-off, so when that message
+// arrives the rows still held have about a whole lease left, not the few hundred milliseconds the
+// claim left them.
+func TestSendBatchLeaseCountsFromTheClaim(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const lease, held = 2 * time.Second, 1300 * time.Millisecond
+	left := make(chan time.Duration, 10)
+	var b *sendBundle
+	var campaign int64
+	b = sendSetup(t, sendOpts{dataHook: func(*smtpcapture.Message) error {
+		var ms float64
+		if err := b.pool.QueryRow(ctx, `SELECT coalesce(extract(epoch FROM min(claimed_until) - clock_timestamp()) * 1000, 0)
+				FROM campaign_recipients WHERE campaign_id = $1 AND status = 'sending'`, campaign).Scan(&ms); err != nil {
+			t.Error(err)
+		}
+		select {
+		case left <- time.Duration(ms) * time.Millisecond:
+		default:
+		}
+		return nil
+	}})
+	b.worker.Lease = lease
+	var ids []int64
+	for i := range 3 {
+		ids = append(ids, b.contact(t, fmt.Sprintf("l%d@example.com", i), "L", true))
+	}
+	campaign = b.campaign(t, campaignOpts{})
+	first, last := b.recipients(t, campaign, ids)
+
+	lock, err := b.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.Exec(ctx, `SELECT 1 FROM campaign_recipients WHERE id = $1 FOR UPDATE`, first); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(held)
+		lock.Rollback(ctx) //nolint:errcheck
+	}()
+	if err := b.work(ctx, campaign, first, last, 1, 5); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-left:
+		if d < lease-held/2 {
+			t.Errorf("at the first hand-off the held rows had %s of their lease left: the batch did not renew a claim the wait had aged", d)
+		}
+	default:
+		t.Fatal("no message arrived")
+	}
+}
