@@ -33,28 +33,35 @@ type writeCounter struct{ n atomic.Int64 }
 func (c *writeCounter) Handle(m *gomail.Msg) *gomail.Msg { c.n.Add(1); return m }
 func (c *writeCounter) Type() gomail.MiddlewareType      { return "herald-write-counter" }
 
+// ed25519DKIM loads a fresh Ed25519 key for acme.example (selector ed1) and returns the signer
+// and the key's DNS record.
+func ed25519DKIM(tb testing.TB) (*DKIM, string) {
+	tb.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	path := filepath.Join(tb.TempDir(), "ed1.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	d, err := LoadDKIM("acme.example:ed1:" + path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return d, "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(pub)
+}
+
 // TestDKIMSignedMessageWrittenOnce: a signed message is written by go-mail once, to sign it; each
 // relay path, and each relay tried on failover, sends those signed bytes as they are, and the
 // signature verifies on what the server received.
 func TestDKIMSignedMessageWrittenOnce(t *testing.T) {
 	t.Parallel()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "ed1.pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	d, err := LoadDKIM("acme.example:ed1:" + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	record := "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(pub)
+	d, record := ed25519DKIM(t)
 	verify := func(raw []byte) error {
 		vs, err := dkim.VerifyWithOptions(bytes.NewReader(raw), &dkim.VerifyOptions{
 			LookupTXT: func(name string) ([]string, error) {
@@ -177,22 +184,7 @@ func TestDKIMSignedMessageWrittenOnce(t *testing.T) {
 // BenchmarkSignedRelayWrite is a signed campaign message's compose and the relay's write of it
 // into a pipelined transaction: the CPU DKIM adds to each message, the signature aside.
 func BenchmarkSignedRelayWrite(b *testing.B) {
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		b.Fatal(err)
-	}
-	path := filepath.Join(b.TempDir(), "ed1.pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	d, err := LoadDKIM("acme.example:ed1:" + path)
-	if err != nil {
-		b.Fatal(err)
-	}
+	d, _ := ed25519DKIM(b)
 	list := &CampaignList{BaseURL: "https://herald.example", InboundDomain: "in.herald.example", Purpose: "news",
 		PurposeTitle: "Acme News", Workspace: "acme", DKIM: d, Logger: slog.New(slog.DiscardHandler)}
 	if err := list.Check(); err != nil {
